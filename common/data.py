@@ -1,0 +1,67 @@
+"""Reading user data with one-line errors: JSON annotation files and images decoded once into memory."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from common.errors import UserError
+
+
+def load_json(path: str | Path, required_keys: Iterable[str] = ()) -> dict:
+    """Parse an annotation file; a missing file, invalid JSON or a missing key is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: annotation file not found")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
+    missing = [k for k in required_keys if k not in obj]
+    if missing:
+        raise UserError(f"{path}: missing required key(s) {', '.join(missing)}")
+    return obj
+
+
+def require_dir(path: str | Path, what: str = "images folder") -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: {what} not found")
+    return path
+
+
+def load_images(image_dir: Path, file_names: list[str], size: int, mode: str, annotation_file: Path) -> np.ndarray:
+    """Decode every image once into one uint8 array ``[N, H, W, C]`` (C=3 for RGB, 1 for L).
+
+    A missing or unreadable file is an error naming it. A harmless mismatch (another mode) is
+    converted with a note on stderr; a wrong size is an error because the boxes/keypoints would no
+    longer line up with the pixels.
+    """
+    channels = 3 if mode == "RGB" else 1
+    out = np.empty((len(file_names), size, size, channels), dtype=np.uint8)
+    converted = 0
+    for i, name in enumerate(file_names):
+        path = image_dir / name
+        if not path.is_file():
+            raise UserError(f"{path}: image listed in {annotation_file} not found")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.size != (size, size):
+                    raise UserError(f"{path}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
+                if im.mode != mode:
+                    im = im.convert(mode)
+                    converted += 1
+                arr = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise UserError(f"{path}: unreadable or truncated image ({e})") from None
+        out[i] = arr.reshape(size, size, channels)
+    if converted:
+        print(f"note: converted {converted} image(s) in {image_dir} to mode {mode}", file=sys.stderr)
+    return out

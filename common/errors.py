@@ -1,0 +1,25 @@
+"""One-line errors for bad input: every script exits with status 2 and no traceback."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """Bad input from the user (data, checkpoint or CLI value). The message names the file and the fault."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a script's ``main``; turn :class:`UserError` into ``error: ...`` on stderr and exit status 2.
+
+    Ctrl-C exits with status 130 and a short message instead of a traceback; the training loops
+    catch it themselves first to say how to resume.
+    """
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""Atomic writes: temporary file in the same folder, fsync, rename. No truncated file is ever left."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return _atomic(path, lambda f: f.write(text))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return _atomic(path, lambda f: json.dump(obj, f, indent=2))
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    return _atomic(path, lambda f: torch.save(obj, f), mode="wb")
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (format taken from the final suffix)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return _atomic(path, lambda f: fig.savefig(f, format=fmt, **kwargs), mode="wb")

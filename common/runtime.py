@@ -1,0 +1,55 @@
+"""Reproducibility and device choice: the single owners of seeding and of picking a device."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). The only place the project seeds anything."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` prefers cuda > mps > cpu; an explicit name must exist here, else a one-line error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device: unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    return dev
+
+
+def rng_state() -> dict:
+    """Every RNG state a resumed run needs to continue bit-identically."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,111 @@
+"""Training plumbing shared by both problems: checkpoints, resume, logs, finite-loss and Ctrl-C handling.
+
+Resume contract: ``last.pth`` holds model, optimizer, scheduler, epoch, every RNG state and the log
+so far, and each epoch shuffles with its own generator seeded by ``(seed, epoch)``. A resumed run
+therefore replays exactly the epochs an uninterrupted run would have run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.errors import UserError
+from common.io import atomic_torch_save, atomic_write_json
+from common.runtime import rng_state, set_rng_state
+
+TIMING_KEY = "time"  # per-epoch timing lives under this key, apart from the metrics
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling generator of one epoch; independent of how many epochs ran before (resume)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def save_checkpoint(path: str | Path, *, problem: str, config: Any, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, epoch: int = 0,
+                    log: list | None = None, extra: dict | None = None) -> Path:
+    """Write a self-describing checkpoint atomically (config included, so evaluation needs nothing else)."""
+    state = {
+        "problem": problem,
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
+        "model": model.state_dict(),
+        "epoch": epoch,
+        "log": log or [],
+        "rng": rng_state(),
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if extra:
+        state.update(extra)
+    return atomic_torch_save(path, state)
+
+
+def load_checkpoint(path: str | Path, problem: str) -> dict:
+    """Load a checkpoint on CPU; missing file, unreadable file or the other problem's file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        # Our checkpoints hold RNG states (numpy arrays, tuples), so they are not weights-only.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise UserError(f"{path}: not a checkpoint written by this project")
+    if ckpt.get("problem") != problem:
+        raise UserError(f"{path}: checkpoint is from {ckpt.get('problem', 'an unknown model')}, expected {problem}")
+    return ckpt
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
+    """``load_state_dict`` with a one-line error when shapes or keys do not fit the model."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise UserError(f"{path}: checkpoint does not fit this model ({detail})") from None
+
+
+def restore_training(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                     path: str | Path = "last.pth") -> tuple[int, list]:
+    """Load model/optimizer/scheduler/RNG state from ``ckpt``; returns ``(last_completed_epoch, log)``."""
+    load_weights(model, ckpt["model"], path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and "scheduler" in ckpt:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]), list(ckpt.get("log", []))
+
+
+def write_log(path: str | Path, log: list) -> None:
+    atomic_write_json(path, log)
+
+
+def strip_timing(log: list[dict]) -> list[dict]:
+    """The log without timing fields: what must be identical across deterministic or resumed runs."""
+    return [{k: v for k, v in rec.items() if k != TIMING_KEY} for rec in log]
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
+    """Stop on a NaN/inf loss, naming the epoch and step (the last good checkpoint stays on disk)."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, step {step} ({terms}); "
+                            f"the last completed epoch's checkpoint is kept; try a lower --lr")
+
+
+def interrupted_message(results_dir: str | Path, last_epoch: int, resume_cmd: str) -> str:
+    return (f"interrupted: epoch {last_epoch} is the last completed epoch, saved in {Path(results_dir) / 'last.pth'}; "
+            f"resume with: {resume_cmd} --resume")
