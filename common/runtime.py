@@ -1,6 +1,7 @@
 """Reproducibility and device choice: the single owners of seeding and of picking a device."""
 from __future__ import annotations
 
+import ctypes
 import random
 
 import numpy as np
@@ -53,3 +54,19 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def tune_cpu_allocator() -> bool:
+    """Make glibc keep freed memory in the process instead of returning it to the OS after every step.
+
+    By default every activation above glibc's dynamic mmap threshold (at most 32 MB; the detector's largest are
+    ~50 MB at batch 16) is mmap-ed and unmapped again each step, so every step page-faults its working set back
+    in. Raising both thresholds to 1 GiB measured 1.34 s -> 0.97 s per detector training step at batch 16 on a
+    2-core CPU. Numerics are unchanged; the process keeps its peak RSS. A no-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False

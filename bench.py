@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Benchmark the real code paths of both problems: pure model step, real training step, evaluation.
+
+For each problem, in one process:
+
+1. pure model step: forward + backward + optimizer step on random tensors of the specified batch;
+2. real training step: the actual dataset batch, target building (matching / heatmaps), loss (with hard
+   negative mining), backward and optimizer step;
+3. non-model time: step 2 without the model (batch fetch, targets, loss and its backward on random head
+   outputs of the right shape);
+4. evaluation over the validation set (problem 1: inference + decode + NMS + AP; problem 2: inference +
+   decoding + PCK) against pure inference over the same images.
+
+Usage::
+
+    python bench.py                          # both problems, auto device, 5 timed steps after 2 warm-up steps
+    python bench.py --problem 1 --device cpu --steps 10 --json results/bench_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent)
+
+from common.errors import UserError, run_cli  # noqa: E402
+from common.io import atomic_write_json  # noqa: E402
+from common.runtime import pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.timing import peak_memory_mb, reset_peak_memory, sync, time_steps  # noqa: E402
+
+
+def _rates(batch: int, seconds: float) -> dict:
+    return {"s_per_step": seconds, "images_per_s": batch / seconds}
+
+
+def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
+    from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE, Config
+    from problem1.dataset import ensure_data, load_split
+    from problem1.evaluate import autocast_context, validate
+    from problem1.model import MultiScaleDetector
+    from problem1.train import build_criterion
+    from problem1.utils import generate_anchors
+
+    cfg = Config(data_dir=str(data_dir))
+    ensure_data(data_dir, is_default=False)
+    train_set, val_set = load_split(data_dir, "train").to(device), load_split(data_dir, "val").to(device)
+    set_seed(cfg.seed)
+    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    criterion = build_criterion(cfg)
+    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
+    b = cfg.batch_size
+    batches = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0)).split(b)
+    batches = [idx for idx in batches if len(idx) == b]
+    fake_images = torch.rand(b, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    reset_peak_memory(device)
+
+    def pure(i):
+        model.train()
+        with autocast_context(device, cfg.amp):
+            out = model(fake_images)
+        loss = sum(o.float().square().mean() for o in out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def real(i):
+        model.train()
+        images, boxes, labels = train_set.get_batch(batches[i % len(batches)])
+        with autocast_context(device, cfg.amp):
+            out = model(images)
+        loss = criterion(out, (boxes, labels), anchors)["loss_total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with torch.no_grad():
+        head_shapes = [o.shape for o in model(fake_images[:1])]
+    fake_heads = [torch.randn(b, *s[1:], device=device, requires_grad=True) for s in head_shapes]
+
+    def non_model(i):
+        _, boxes, labels = train_set.get_batch(batches[i % len(batches)])
+        criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
+
+    @torch.no_grad()
+    def infer_only(_):
+        model.eval()
+        for idx in torch.arange(len(val_set)).split(cfg.eval_batch_size):
+            images, _, _ = val_set.get_batch(idx)
+            with autocast_context(device, cfg.amp):
+                model(images)
+
+    def full_eval(_):
+        validate(model, val_set, cfg, device)
+
+    t_pure = time_steps(pure, steps, warmup, device)
+    t_real = time_steps(real, steps, warmup, device)
+    t_nm = time_steps(non_model, max(steps, 20), warmup, device)
+    eval_reps = max(1, steps // 5)
+    t_inf = time_steps(infer_only, eval_reps, 1, device)
+    t_eval = time_steps(full_eval, eval_reps, 1, device)
+    return {
+        "batch_size": b,
+        "pure_model_step": _rates(b, t_pure),
+        "real_training_step": _rates(b, t_real),
+        "real_over_pure": t_real / t_pure,
+        "non_model_ms_per_step": t_nm * 1000,
+        "pure_inference_val": _rates(len(val_set), t_inf),
+        "evaluation_val": _rates(len(val_set), t_eval),
+        "evaluation_over_inference": t_eval / t_inf,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+
+
+def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
+    from problem2.config import Config
+    from problem2.evaluate import autocast, evaluate
+    from problem2.loss import KeypointMSELoss
+    from problem2.model import build_model
+    from problem2.train import VAL_BATCH_SIZE, ensure_data, load_data
+
+    cfg = Config(data_dir=str(data_dir))
+    ensure_data(data_dir)
+    train_all, val_all = (d.to(device) for d in load_data(cfg))
+    criterion = KeypointMSELoss()
+    b = cfg.batch_size
+    batches = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(0)).split(b)
+    batches = [idx for idx in batches if len(idx) == b]
+    fake_images = torch.rand(b, 1, 128, 128, device=device)
+    results = {}
+    for method in ("heatmap", "regression"):
+        train_set, val_set = train_all.with_targets(method), val_all.with_targets(method)
+        set_seed(cfg.seed)
+        model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        _, fake_targets, _ = train_set.get_batch(batches[0])
+        reset_peak_memory(device)
+
+        def pure(i, model=model, opt=opt, fake_targets=fake_targets):
+            model.train()
+            with autocast(device, cfg.amp):
+                out = model(fake_images)
+            loss = (out.float() - fake_targets).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def real(i, model=model, opt=opt, train_set=train_set):
+            model.train()
+            images, targets, _ = train_set.get_batch(batches[i % len(batches)])
+            with autocast(device, cfg.amp):
+                out = model(images)
+            loss = criterion(out, targets)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        fake_out = torch.rand_like(fake_targets, requires_grad=True)
+
+        def non_model(i, train_set=train_set, fake_out=fake_out):
+            _, targets, _ = train_set.get_batch(batches[i % len(batches)])
+            criterion(fake_out, targets)["loss"].backward()
+
+        @torch.no_grad()
+        def infer_only(_, model=model, val_set=val_set):
+            model.eval()
+            for idx in torch.arange(len(val_set)).split(VAL_BATCH_SIZE):
+                images, _, _ = val_set.get_batch(idx)
+                with autocast(device, cfg.amp):
+                    model(images)
+
+        def full_eval(_, model=model, method=method, val_set=val_set):
+            evaluate(model, method, val_set, VAL_BATCH_SIZE, cfg.decoder, cfg.amp)
+
+        t_pure = time_steps(pure, steps, warmup, device)
+        t_real = time_steps(real, steps, warmup, device)
+        t_nm = time_steps(non_model, max(steps, 50), warmup, device)
+        eval_reps = max(1, steps // 2)
+        t_inf = time_steps(infer_only, eval_reps, 1, device)
+        t_eval = time_steps(full_eval, eval_reps, 1, device)
+        results[method] = {
+            "batch_size": b,
+            "pure_model_step": _rates(b, t_pure),
+            "real_training_step": _rates(b, t_real),
+            "real_over_pure": t_real / t_pure,
+            "non_model_ms_per_step": t_nm * 1000,
+            "pure_inference_val": _rates(len(val_set), t_inf),
+            "evaluation_val": _rates(len(val_set), t_eval),
+            "evaluation_over_inference": t_eval / t_inf,
+            "peak_memory_mb": peak_memory_mb(device),
+        }
+    return results
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    head = ("run", "pure img/s", "real img/s", "real/pure", "non-model ms", "eval img/s", "eval/infer", "peak MB")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for name, r in rows.items():
+        lines.append(" | ".join([
+            name, f"{r['pure_model_step']['images_per_s']:.1f}", f"{r['real_training_step']['images_per_s']:.1f}",
+            f"{r['real_over_pure']:.3f}", f"{r['non_model_ms_per_step']:.2f}",
+            f"{r['evaluation_val']['images_per_s']:.1f}", f"{r['evaluation_over_inference']:.3f}",
+            f"{r['peak_memory_mb']:.0f}"]))
+    return "\n".join("| " + line + " |" for line in lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--problem", choices=["1", "2", "all"], default="all")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    p.add_argument("--data-dir", default="./datasets", help="reference data (generated there if missing)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        raise UserError(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
+    device = pick_device(args.device)
+    tune_cpu_allocator()
+    rows = {}
+    if args.problem in ("1", "all"):
+        rows["problem1"] = bench_problem1(Path(args.data_dir), device, args.steps, args.warmup)
+    if args.problem in ("2", "all"):
+        for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup).items():
+            rows[f"problem2 {method}"] = r
+    sync(device)
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "steps": args.steps, "warmup": args.warmup,
+            "command": "python bench.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
+    print(format_table(rows))
+    print(json.dumps(meta))
+    if args.json:
+        atomic_write_json(args.json, {"meta": meta, "results": rows})
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,70 @@
+"""MultiScaleDetector: a 4-block conv backbone with one single-shot head on each of its last three feature maps.
+
+Output channel layout of every head (``A`` anchors, ``C`` classes, ``5 + C`` channels per anchor)::
+
+    channel a*(5+C) + 0..3   box offsets (tx, ty, tw, th) of anchor a, see utils.encode_boxes
+    channel a*(5+C) + 4      objectness logit of anchor a
+    channel a*(5+C) + 5..    class logits of anchor a (C of them)
+
+``utils.flatten_predictions`` turns the three outputs into ``[B, sum(H*W*A), 5+C]`` in anchor order
+(scale, row, column, anchor), the order of ``utils.generate_anchors``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+# Objectness bias prior (RetinaNet, Lin et al. 2017): start every anchor at p(object) = 0.01, the rough share of
+# positive anchors, so the first steps are not swamped by the loss of ~12k confident "object" predictions.
+OBJECTNESS_PRIOR = 0.01
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    """3x3 conv (padding 1, no bias: BN has one) -> BatchNorm -> ReLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class DetectionHead(nn.Module):
+    """3x3 conv keeping the channels -> ReLU -> 1x1 conv to ``A * (5 + C)`` channels."""
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int):
+        super().__init__()
+        self.num_anchors, self.num_classes = num_anchors, num_classes
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.pred = nn.Conv2d(channels, num_anchors * (5 + num_classes), 1)
+        nn.init.normal_(self.pred.weight, std=0.01)
+        bias = torch.zeros(num_anchors, 5 + num_classes)
+        bias[:, 4] = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)  # sigmoid(bias) == prior
+        with torch.no_grad():
+            self.pred.bias.copy_(bias.flatten())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pred(self.relu(self.conv(x)))  # [B, A*(5+C), H, W]
+
+
+class MultiScaleDetector(nn.Module):
+    """The specified detector: 224 -> 112 (block 1) -> 56 (scale 1) -> 28 (scale 2) -> 14 (scale 3)."""
+
+    def __init__(self, num_classes: int = 3, num_anchors: int = 3):
+        super().__init__()
+        self.num_classes, self.num_anchors = num_classes, num_anchors
+        self.block1 = nn.Sequential(conv_bn_relu(3, 32, 1), conv_bn_relu(32, 64, 2))  # 224 -> 112
+        self.block2 = conv_bn_relu(64, 128, 2)  # 56x56, scale 1
+        self.block3 = conv_bn_relu(128, 256, 2)  # 28x28, scale 2
+        self.block4 = conv_bn_relu(256, 512, 2)  # 14x14, scale 3
+        self.heads = nn.ModuleList(DetectionHead(c, num_anchors, num_classes) for c in (128, 256, 512))
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """``x (Tensor[B, 3, 224, 224])`` -> the three feature maps ``[B, 128, 56, 56]``, ``[B, 256, 28, 28]``,
+        ``[B, 512, 14, 14]``."""
+        f1 = self.block2(self.block1(x))
+        f2 = self.block3(f1)
+        f3 = self.block4(f2)
+        return [f1, f2, f3]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``x (Tensor[B, 3, 224, 224])`` in [0, 1] -> list of 3 ``Tensor[B, A*(5+C), H, W]`` (layout: module doc)."""
+        return [head(f) for head, f in zip(self.heads, self.features(x), strict=True)]

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Train the multi-scale shape detector (problem 1).
+
+Usage::
+
+    python problem1/train.py                         # the specified run: SGD 0.001/0.9, 50 epochs, batch 16
+    python problem1/train.py --epochs 1 --limit-train 32 --limit-val 16 --results-dir /tmp/p1   # a quick check
+    python problem1/train.py --resume                # continue from RESULTS_DIR/last.pth
+
+Every epoch: train loss by term, validation loss by term, validation AP per class and mAP (the same
+``evaluate.validate`` that ``evaluate.py`` uses), epoch time. Outputs in ``--results-dir``: ``training_log.json``
+(rewritten atomically each epoch), ``last.pth`` (everything needed to resume), ``best_model.pth`` (lowest
+validation loss) and ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+
+from common.config import config_from_dict, parse_config  # noqa: E402
+from common.errors import run_cli  # noqa: E402
+from common.io import atomic_write_json  # noqa: E402
+from common.progress import progress  # noqa: E402
+from common.runtime import pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.training import (  # noqa: E402
+    TIMING_KEY,
+    check_finite,
+    epoch_generator,
+    interrupted_message,
+    load_checkpoint,
+    restore_training,
+    save_checkpoint,
+    write_log,
+)
+from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
+from problem1.dataset import ShapeDetectionDataset, ensure_data, iterate_batches, load_split  # noqa: E402
+from problem1.evaluate import autocast_context, validate  # noqa: E402
+from problem1.loss import DetectionLoss  # noqa: E402
+from problem1.model import MultiScaleDetector  # noqa: E402
+from problem1.utils import generate_anchors  # noqa: E402
+
+LOSS_KEYS = ("loss_obj", "loss_cls", "loss_loc", "loss_total")
+# On resume these come from the command line; everything else from the checkpoint, so the run stays the same run.
+RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir")
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def build_criterion(cfg: Config) -> DetectionLoss:
+    return DetectionLoss(cfg.num_classes, cfg.num_anchors, cfg.pos_threshold, cfg.neg_threshold, cfg.force_match,
+                         cfg.neg_pos_ratio, cfg.min_negatives)
+
+
+def train_one_epoch(model: MultiScaleDetector, criterion: DetectionLoss, optimizer: torch.optim.Optimizer,
+                    dataset: ShapeDetectionDataset, anchors: torch.Tensor, cfg: Config, device: torch.device,
+                    epoch: int) -> dict[str, float]:
+    """One pass over ``dataset`` in the epoch's own shuffled order; returns the mean loss per term (per image)."""
+    model.train()
+    batches = list(iterate_batches(len(dataset), cfg.batch_size, epoch_generator(cfg.seed, epoch)))
+    sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
+    # Reading a loss back waits for the device; on CPU that is free, on a GPU it is done every few steps only.
+    sync_every = 1 if device.type == "cpu" else 10
+    bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
+    for step, idx in enumerate(bar, 1):
+        images, boxes, labels = dataset.get_batch(idx)
+        with autocast_context(device, cfg.amp):
+            outputs = model(images)
+        losses = criterion(outputs, (boxes, labels), anchors)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss_total"].backward()
+        optimizer.step()
+        for k in LOSS_KEYS:
+            sums[k] += losses[k].detach() * len(idx)
+        if step % sync_every == 0 or step == len(batches):
+            check_finite({k: float(v) for k, v in sums.items()}, epoch, step)
+            bar.set_postfix(loss=f"{float(losses['loss_total'].detach()):.3f}")
+    return {k: float(v) / len(dataset) for k, v in sums.items()}
+
+
+def train(cfg: Config, resume: bool = False, command: str = "python problem1/train.py") -> list[dict]:
+    """The whole run; returns the training log (one record per epoch)."""
+    results = Path(cfg.results_dir)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(results / "last.pth", PROBLEM)
+        saved_cfg = config_from_dict(Config, ckpt.get("config", {}))
+        defaults = Config()
+        changed = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_OVERRIDES
+                   and getattr(cfg, f.name) not in (getattr(saved_cfg, f.name), getattr(defaults, f.name))]
+        if changed:
+            print(f"note: resuming with the checkpoint's {', '.join(changed)}; only "
+                  f"{', '.join(RESUME_OVERRIDES)} may change on --resume", file=sys.stderr)
+        cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+    device = pick_device(cfg.device)
+    ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+    # Read and check all input before anything is written, so bad data leaves the results folder untouched.
+    train_set = load_split(cfg.data_dir, "train", cfg.limit_train)
+    val_set = load_split(cfg.data_dir, "val", cfg.limit_val)
+
+    set_seed(cfg.seed)
+    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start, log = 0, []
+    if ckpt is not None:
+        start, log = restore_training(ckpt, model, optimizer, path=results / "last.pth")
+        print(f"resuming after epoch {start} from {results / 'last.pth'}")
+    if start >= cfg.epochs:
+        print(f"nothing to do: {results / 'last.pth'} already holds epoch {start} of {cfg.epochs}")
+        return log
+    train_set.to(device)
+    val_set.to(device)
+    criterion = build_criterion(cfg)
+    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
+    atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device)})
+    print(f"training on {device}: {len(train_set)} train / {len(val_set)} val images, epochs {start + 1}.."
+          f"{cfg.epochs}, results in {results}")
+
+    best = min((r["val"]["loss_total"] for r in log), default=math.inf)
+    saved = start  # last epoch whose last.pth is on disk
+    try:
+        for epoch in range(start + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_losses = train_one_epoch(model, criterion, optimizer, train_set, anchors, cfg, device, epoch)
+            t1 = time.perf_counter()
+            val = validate(model, val_set, cfg, device, criterion, desc=f"val {epoch}")
+            check_finite({f"val {k}": v for k, v in val["loss"].items()}, epoch, "validation")
+            t2 = time.perf_counter()
+            is_best = val["loss"]["loss_total"] < best
+            record = {
+                "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train": train_losses,
+                # AP is nan for a class without validation objects: null in JSON
+                "val": {**val["loss"], "mAP": _none_if_nan(val["mAP"]),
+                        "ap_per_class": {n: _none_if_nan(a) for n, a in zip(CLASS_NAMES, val["ap_per_class"],
+                                                                             strict=True)}},
+                "best": is_best,
+                TIMING_KEY: {"epoch_s": t2 - t0, "train_s": t1 - t0, "val_s": t2 - t1},
+            }
+            log.append(record)
+            if is_best:
+                best = val["loss"]["loss_total"]
+                save_checkpoint(results / "best_model.pth", problem=PROBLEM, config=cfg, model=model, epoch=epoch,
+                                log=log)
+            save_checkpoint(results / "last.pth", problem=PROBLEM, config=cfg, model=model, optimizer=optimizer,
+                            epoch=epoch, log=log)
+            saved = epoch
+            write_log(results / "training_log.json", log)
+            print(f"epoch {epoch}/{cfg.epochs}  train {train_losses['loss_total']:.4f} "
+                  f"(obj {train_losses['loss_obj']:.3f} cls {train_losses['loss_cls']:.3f} "
+                  f"loc {train_losses['loss_loc']:.3f})  val {val['loss']['loss_total']:.4f}  "
+                  f"mAP {val['mAP']:.4f}  {t2 - t0:.1f}s{'  *best*' if is_best else ''}", flush=True)
+    except KeyboardInterrupt:
+        print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
+        raise SystemExit(130) from None
+    return log
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/last.pth")
+    cfg, ns = parse_config(Config, argv, parser=parser)
+    tune_cpu_allocator()
+    args = sys.argv[1:] if argv is None else argv
+    command = "python problem1/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
+    train(cfg, resume=ns.resume, command=command.strip())
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Problem 2: keypoints by heatmaps vs direct regression, with sub-pixel targets/decoding, PCK and ablations."""

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Train the heatmap and the regression model of problem 2 on the same data, seed and data order.
+
+Usage::
+
+    python problem2/train.py                               # both models, 30 epochs each (the specification)
+    python problem2/train.py --model heatmap --epochs 5 --device cpu
+    python problem2/train.py --resume                      # continue an interrupted run from RESULTS_DIR/last.pth
+    python problem2/train.py --canonical-hands --results-dir results/problem2/canonical_hands   # hypothesis test
+
+``--model both`` trains the two models in turns, one epoch each, each from ``set_seed(seed)`` with the same
+per-epoch shuffling and its own RNG stream, so ``--model regression`` alone trains the same regression model.
+Writes into ``--results-dir``:
+
+* ``heatmap_model.pth``, ``regression_model.pth``: the epoch with the lowest validation loss, config included;
+* ``last.pth``: after every epoch, each model with its optimizer and RNG state, and the log so far;
+  ``--resume`` continues from it (also to more ``--epochs`` than before);
+* ``training_log.json``: one record per model and epoch, ``{"model", "epoch", "train": {"loss"}, "val":
+  {"loss", "pck", "pck_swap_invariant", "auc", "mean_px_error"}, "best", "time": {...}}`` (timing only
+  under ``time``); ``config.json``;
+* ``heatmap_snapshots.pt``: the heatmap model's outputs for the first 4 validation images at epochs 1, 5, 10,
+  20 and 30 (and the last), for the figure of heatmaps during training.
+
+Determinism: on CPU the same seed gives the same ``training_log.json`` apart from ``time``, also across an
+interruption and ``--resume``: each epoch shuffles with a generator seeded by ``(seed, epoch)`` and
+``last.pth`` restores the RNG states (dropout). On CUDA, cuDNN picks convolution algorithms per run and
+the backward of ConvTranspose accumulates with atomics, so two runs agree only up to rounding, and bf16
+autocast (``--amp``, on by default there) changes the numbers again.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+
+from common.config import config_from_dict, parse_config  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.io import atomic_torch_save, atomic_write_json  # noqa: E402
+from common.progress import progress  # noqa: E402
+from common.runtime import pick_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator  # noqa: E402
+from common.training import (  # noqa: E402
+    TIMING_KEY,
+    check_finite,
+    epoch_generator,
+    interrupted_message,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    write_log,
+)
+from problem2.config import RESUME_OVERRIDES, Config  # noqa: E402
+from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
+from problem2.evaluate import METHODS, PROBLEM, autocast, evaluate, load_snapshots  # noqa: E402
+from problem2.loss import KeypointMSELoss  # noqa: E402
+from problem2.model import build_model  # noqa: E402
+
+SNAPSHOT_EPOCHS = (1, 5, 10, 20, 30)
+SNAPSHOT_IMAGES = 4
+VAL_BATCH_SIZE = 64
+LOG_EVERY = 10  # steps between progress-bar loss updates (a host sync on GPU)
+
+
+def ensure_data(data_dir: str | Path, is_default: bool = False) -> None:
+    """Generate the reference data (both datasets, seed 641) when ``data_dir`` holds no keypoint data and is the
+    default folder or missing/empty. Any other folder is left to validation, which names what is missing."""
+    root = Path(data_dir)
+    if split_paths(root, "train")[1].exists() or (root / "keypoints").exists():
+        return
+    empty = not root.exists() or not any(p.name != "README.md" for p in root.iterdir())
+    if is_default or empty:
+        from generate_datasets import generate  # the repository root is on sys.path for the scripts and tests
+
+        print(f"no data in {root}: generating the reference datasets there (1000/200 images, seed 641)")
+        generate(root)
+
+
+def load_data(cfg: Config) -> tuple[KeypointDataset, KeypointDataset]:
+    """Both splits, validated and decoded once (heatmap targets; :meth:`with_targets` gives other views)."""
+    kw = dict(output_type="heatmap", heatmap_size=cfg.heatmap_size, sigma=cfg.sigma,
+              canonical_hands=cfg.canonical_hands)
+    train_set, val_set = load_split(cfg.data_dir, "train", **kw), load_split(cfg.data_dir, "val", **kw)
+    if train_set.keypoint_names != val_set.keypoint_names:
+        raise UserError(f"{split_paths(cfg.data_dir, 'val')[1]}: keypoint_names {val_set.keypoint_names} differ "
+                        f"from the training split's {train_set.keypoint_names}")
+    return train_set, val_set
+
+
+def resumed_config(ckpt: dict, cfg: Config) -> Config:
+    """The checkpoint's config; only ``RESUME_OVERRIDES`` come from the command line, so the run stays the same."""
+    saved = config_from_dict(Config, ckpt.get("config", {}))
+    defaults = Config()
+    changed = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_OVERRIDES
+               and getattr(cfg, f.name) not in (getattr(saved, f.name), getattr(defaults, f.name))]
+    if changed:
+        print(f"note: resuming with the checkpoint's {', '.join(changed)}; only {', '.join(RESUME_OVERRIDES)} "
+              "may change on --resume", file=sys.stderr)
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+
+
+def snapshot_epochs(epochs: int) -> set[int]:
+    return {e for e in SNAPSHOT_EPOCHS if e <= epochs} | {epochs}
+
+
+@dataclasses.dataclass
+class Run:
+    """One model's training state. Each model has its own RNG stream (dropout), swapped in while it trains, so
+    ``--model regression`` alone trains exactly the regression model of ``--model both``."""
+    method: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    rng: dict
+    config: dict  # the run's config plus method and keypoints: saved in every checkpoint of this model
+    best: float = math.inf
+
+
+def build_runs(cfg: Config, methods: list[str], names: list[str], device: torch.device) -> list[Run]:
+    runs = []
+    for method in methods:
+        set_seed(cfg.seed)  # every model starts from the same initialisation stream
+        model = build_model(method, len(names), cfg.heatmap_size, cfg.skip).to(device)
+        config = {**dataclasses.asdict(cfg), "method": method, "num_keypoints": len(names), "keypoint_names": names}
+        runs.append(Run(method, model, torch.optim.Adam(model.parameters(), lr=cfg.lr), rng_state(), config))
+    return runs
+
+
+def save_last(path: Path, cfg: Config, runs: list[Run], epoch: int, log: list[dict]) -> None:
+    """``last.pth``: every model with its optimizer and RNG stream after ``epoch``, and the log so far."""
+    atomic_torch_save(path, {
+        "problem": PROBLEM, "config": dataclasses.asdict(cfg), "epoch": epoch, "log": log,
+        "model": {r.method: r.model.state_dict() for r in runs},
+        "optimizer": {r.method: r.optimizer.state_dict() for r in runs},
+        "rng": {r.method: r.rng for r in runs},
+    })
+
+
+def restore_last(ckpt: dict, runs: list[Run], path: Path) -> tuple[int, list[dict]]:
+    """Load :func:`save_last`'s state into ``runs``; returns ``(last completed epoch, log)``."""
+    if not isinstance(ckpt["model"], dict) or set(ckpt["model"]) != {r.method for r in runs}:
+        raise UserError(f"{path}: not a problem 2 training checkpoint for {', '.join(r.method for r in runs)}")
+    for r in runs:
+        load_weights(r.model, ckpt["model"][r.method], path)
+        r.optimizer.load_state_dict(ckpt["optimizer"][r.method])
+        r.rng = ckpt["rng"][r.method]
+    log = list(ckpt.get("log", []))
+    for r in runs:
+        r.best = min((x["val"]["loss"] for x in log if x["model"] == r.method), default=math.inf)
+    return int(ckpt["epoch"]), log
+
+
+def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: int, bar) -> float:
+    """One pass in the epoch's own shuffled order; returns the mean training loss per image."""
+    run.model.train()
+    criterion = KeypointMSELoss()
+    total = torch.zeros((), dtype=torch.float64, device=train_set.device)
+    steps = train_set.num_batches(cfg.batch_size)
+    for step, (images, targets, _) in enumerate(train_set.batches(cfg.batch_size, epoch_generator(cfg.seed, epoch)),
+                                                1):
+        with autocast(images.device, cfg.amp):
+            outputs = run.model(images)
+        loss = criterion(outputs, targets)["loss"]
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        total += loss.detach() * len(images)  # on the device: no host sync per step
+        bar.update(1)
+        if step % LOG_EVERY == 0 or step == steps:
+            check_finite({f"{run.method} loss": float(total)}, epoch, step)
+            bar.set_postfix(model=run.method, epoch=epoch, loss=f"{float(loss.detach()):.3g}")
+    return float(total) / len(train_set)
+
+
+def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: KeypointDataset, epoch: int, bar,
+              snapshots: dict | None) -> dict:
+    """Train and validate one model for one epoch; saves its best model; returns the log record."""
+    set_rng_state(run.rng)
+    t0 = time.perf_counter()
+    train_loss = train_one_epoch(run, train_set, cfg, epoch, bar)
+    t1 = time.perf_counter()
+    keep = len(snapshots["val_indices"]) if snapshots is not None else 0
+    val = evaluate(run.model, run.method, val_set, VAL_BATCH_SIZE, cfg.decoder, cfg.amp, keep, cfg.hand_pairs)
+    check_finite({f"{run.method} validation loss": val["loss"]}, epoch, "validation")
+    run.rng = rng_state()
+    m = val["metrics"]
+    is_best = val["loss"] < run.best
+    if is_best:
+        run.best = val["loss"]
+        save_checkpoint(Path(cfg.results_dir) / f"{run.method}_model.pth", problem=PROBLEM, config=run.config,
+                        model=run.model, epoch=epoch)
+    if snapshots is not None:
+        snapshots["epochs"][epoch] = val["outputs"].half()
+    return {"model": run.method, "epoch": epoch, "train": {"loss": train_loss},
+            "val": {"loss": val["loss"], "pck": m["pck"], "pck_swap_invariant": m.get("swap_invariant", m)["pck"],
+                    "auc": m["auc"], "mean_px_error": m["mean_px_error"]},
+            "best": is_best, TIMING_KEY: {"train_s": round(t1 - t0, 3), "val_s": round(time.perf_counter() - t1, 3)}}
+
+
+def train(cfg: Config, resume: bool = False, command: str = "python problem2/train.py", data: tuple | None = None,
+          snapshots: bool = True) -> list[dict]:
+    """The whole run; returns the log of the models it trained (one record per model and epoch).
+
+    The models take turns, one epoch each, and ``last.pth`` holds all of them after every epoch. Every input
+    (data, checkpoint to resume) is read and checked before the first file is written. ``data`` may pass
+    preloaded ``(train, val)`` datasets (the ablations reuse them).
+    """
+    results = Path(cfg.results_dir)
+    last = results / "last.pth"
+    ckpt = None
+    if resume and last.is_file():
+        ckpt = load_checkpoint(last, PROBLEM)
+        cfg = resumed_config(ckpt, cfg)
+    elif resume:
+        print(f"{last}: not found, starting from the beginning")
+    device = pick_device(cfg.device)
+    if data is None:
+        ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+        data = load_data(cfg)
+    train_set, val_set = (d.with_targets("heatmap", cfg.heatmap_size, cfg.sigma).to(device) for d in data)
+    names = train_set.keypoint_names
+    methods = list(METHODS) if cfg.model == "both" else [cfg.model]
+    runs = build_runs(cfg, methods, names, device)
+    start, log = restore_last(ckpt, runs, last) if ckpt is not None else (0, [])
+
+    snap_path = results / "heatmap_snapshots.pt"
+    snap_at = snapshot_epochs(cfg.epochs) if (snapshots and "heatmap" in methods) else set()
+    snaps = {"val_indices": list(range(min(SNAPSHOT_IMAGES, len(val_set)))), "epochs": {}}
+    if snap_at and start > 0 and snap_path.is_file():
+        snaps["epochs"] = {e: v for e, v in load_snapshots(snap_path)["epochs"].items() if e <= start}
+    # Records of a model this run does not train stay in the log file.
+    log_path = results / "training_log.json"
+    kept = []
+    if log_path.is_file():
+        try:
+            old = json.loads(log_path.read_text())
+            kept = [r for r in old if isinstance(r, dict) and r.get("model") in METHODS and r["model"] not in methods]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass  # rewritten below
+    save_log = lambda: write_log(log_path, [r for m in METHODS for r in kept + log if r["model"] == m])  # noqa: E731
+
+    if start >= cfg.epochs:
+        print(f"nothing to do: {last} already holds epoch {start} of {cfg.epochs}")
+        save_log()
+        return log
+    atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
+                                                "command": command})
+    print(f"training {' and '.join(methods)} on {device}: {len(train_set)} train / {len(val_set)} val images, "
+          f"epochs {start + 1}..{cfg.epochs}, results in {results}")
+    bar = progress(None, desc="train", total=train_set.num_batches(cfg.batch_size) * len(runs) * (cfg.epochs - start),
+                   unit="step")
+    saved = start  # last epoch whose last.pth is on disk
+    try:
+        for epoch in range(start + 1, cfg.epochs + 1):
+            for run in runs:
+                snap = snaps if (run.method == "heatmap" and epoch in snap_at) else None
+                record = run_epoch(run, cfg, train_set.with_targets(run.method), val_set.with_targets(run.method),
+                                   epoch, bar, snap)
+                log.append(record)
+                bar.write(f"{run.method} epoch {epoch}/{cfg.epochs}: train {record['train']['loss']:.4g}  val "
+                          f"{record['val']['loss']:.4g}  "
+                          + "  ".join(f"PCK@{t} {v:.3f}" for t, v in record["val"]["pck"].items())
+                          + f"  ({record['time']['train_s']:.1f} s + {record['time']['val_s']:.1f} s)"
+                          + ("  *best*" if record["best"] else ""), file=sys.stdout)
+            # Best models and snapshots are on disk before last.pth: a run killed in between redoes this epoch.
+            if epoch in snap_at:
+                atomic_torch_save(snap_path, snaps)
+            save_last(last, cfg, runs, epoch, log)
+            saved = epoch
+            save_log()
+    except KeyboardInterrupt:
+        bar.close()
+        print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
+        raise SystemExit(130) from None
+    bar.close()
+    return log
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/last.pth")
+    cfg, ns = parse_config(Config, argv, parser=parser)
+    tune_cpu_allocator()  # conv1's activations at batch 32 (64 MB) would be mmap-ed afresh every step
+    args = sys.argv[1:] if argv is None else argv
+    command = "python problem2/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
+    log = train(cfg, resume=ns.resume, command=command.strip())
+    for method in METHODS:
+        recs = [r for r in log if r["model"] == method]
+        if recs:
+            best = min(recs, key=lambda r: r["val"]["loss"])
+            print(f"{method}: best validation loss {best['val']['loss']:.4g} at epoch {best['epoch']} "
+                  f"(PCK@0.05 {best['val']['pck']['0.05']:.3f}); saved {Path(cfg.results_dir) / f'{method}_model.pth'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,107 @@
+"""Problem 2 models and data: shapes of every ablation variant, a tiny overfit, the dataset's batches and targets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from problem2.dataset import KeypointDataset, load_split, render_heatmaps_batch
+from problem2.loss import KeypointMSELoss
+from problem2.model import HeatmapNet, RegressionNet, build_model
+
+
+@pytest.mark.parametrize("heatmap_size", [16, 32, 64, 128])
+@pytest.mark.parametrize("skip", [True, False])
+def test_heatmap_net_shapes(heatmap_size, skip):
+    net = HeatmapNet(5, heatmap_size, skip).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 128, 128))
+    assert out.shape == (2, 5, heatmap_size, heatmap_size)
+    assert len(net.ups) == {16: 1, 32: 2, 64: 3, 128: 4}[heatmap_size]  # one upsampling stage per doubling
+    assert bool(net.skip_from) == skip
+
+
+def test_spec_architecture_at_default():
+    net = HeatmapNet()
+    widths = [(u[0].in_channels, u[0].out_channels) for u in net.ups]
+    assert widths == [(256, 128), (256, 64), (128, 32)] and net.final.in_channels == 32
+    no_skip = HeatmapNet(skip=False)
+    assert [(u[0].in_channels, u[0].out_channels) for u in no_skip.ups] == [(256, 128), (128, 64), (64, 32)]
+    assert HeatmapNet(heatmap_size=32).final.in_channels == 128
+    with pytest.raises(ValueError):
+        HeatmapNet(heatmap_size=48)
+
+
+def test_regression_net():
+    net = RegressionNet(5).eval()
+    out = net(torch.rand(3, 1, 128, 128))
+    assert out.shape == (3, 10) and (out >= 0).all() and (out <= 1).all()
+    assert isinstance(build_model("regression"), RegressionNet) and isinstance(build_model("heatmap"), HeatmapNet)
+
+
+def test_heatmap_loss_falls_on_a_tiny_overfit(tiny_data):
+    torch.manual_seed(0)
+    ds = load_split(tiny_data, "train")
+    images, targets, _ = ds.get_batch(torch.arange(4))
+    net = HeatmapNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    crit = KeypointMSELoss()
+    losses = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steady speed even when the other core is busy
+    try:
+        for _ in range(20):
+            loss = crit(net(images), targets)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_dataset_items_batches_and_views(tiny_data):
+    ds = load_split(tiny_data, "train")
+    assert isinstance(ds, KeypointDataset) and len(ds) == 16 and ds.hands == (1, 2)
+    image, target = ds[3]
+    assert image.shape == (1, 128, 128) and image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    assert target.shape == (5, 64, 64)
+    assert torch.equal(target, render_heatmaps_batch(ds.keypoints[3], 128, 64, 2.0))
+    reg = ds.with_targets("regression")
+    assert reg.images is ds.images  # a view: nothing decoded twice
+    assert reg[3][1].shape == (10,) and torch.allclose(reg[3][1].view(5, 2) * 128 - 0.5, ds.keypoints[3])
+    assert ds.with_targets("heatmap", 32, 1.0)[0][1].shape == (5, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    batches = list(ds.batches(6, g))
+    assert [len(b[0]) for b in batches] == [6, 6, 4]
+    seen = torch.cat([b[2] for b in batches])
+    assert sorted(seen[:, 0, 0].tolist()) == sorted(ds.keypoints[:, 0, 0].tolist())  # a permutation
+
+
+def test_non_model_step_time_is_small(tiny_data):
+    """Batch fetch + targets + loss, without the model: the issue asks for <= 3 ms at batch 32 on this CPU.
+
+    A loose bound here, on one thread (a busy second core would otherwise stall the thread pool), best of 3
+    passes; the measured number (1.5 ms on two idle cores) is in the report.
+    """
+    import time
+
+    ds = load_split(tiny_data, "train")
+    big = ds.with_targets()
+    big.images, big.keypoints = ds.images.repeat(64, 1, 1, 1), ds.keypoints.repeat(64, 1, 1)  # 1024 images
+    assert len(big) == 1024
+    crit = KeypointMSELoss()
+    out = torch.zeros(32, 5, 64, 64, requires_grad=True)  # stands in for the model's output
+    g = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for _ in range(4):  # the first pass warms up
+            t0 = time.perf_counter()
+            for _images, targets, _ in big.batches(32, g):
+                torch.autograd.grad(crit(out, targets)["loss"], out)
+            times.append((time.perf_counter() - t0) / big.num_batches(32))
+    finally:
+        torch.set_num_threads(threads)
+    assert min(times[1:]) < 0.015, f"{min(times[1:]) * 1e3:.1f} ms per step"
