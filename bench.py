@@ -39,6 +39,65 @@ def _rates(batch: int, seconds: float) -> dict:
     return {"s_per_step": seconds, "images_per_s": batch / seconds}
 
 
+def bench_case(model, opt, amp_ctx, batch_size: int, fake_input, fake_loss, real_batch, real_loss, non_model,
+               infer_batches, full_eval, n_val: int, device: torch.device, steps: int, warmup: int) -> dict:
+    """Time one model's four paths; the callables differ per problem, the measurement does not.
+
+    ``fake_loss(out)`` / ``real_loss(out, batch)`` give the loss to backpropagate; ``real_batch(i)`` fetches a
+    real batch (images first); ``non_model(i)`` runs everything of a real step but the model;
+    ``infer_batches()`` yields validation image batches; ``full_eval()`` is the real evaluation path.
+    """
+    reset_peak_memory(device)
+
+    def step(images, loss_of):
+        model.train()
+        with amp_ctx():
+            out = model(images)
+        loss = loss_of(out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def real(i):
+        batch = real_batch(i)
+        step(batch[0], lambda out: real_loss(out, batch))
+
+    @torch.no_grad()
+    def infer_only(_):
+        model.eval()
+        for images in infer_batches():
+            with amp_ctx():
+                model(images)
+
+    t_pure = time_steps(lambda i: step(fake_input, fake_loss), steps, warmup, device)
+    t_real = time_steps(real, steps, warmup, device)
+    t_nm = time_steps(non_model, max(steps, 20), warmup, device)
+    eval_reps = max(1, steps // 5)
+    t_inf = time_steps(infer_only, eval_reps, 1, device)
+    t_eval = time_steps(lambda _: full_eval(), eval_reps, 1, device)
+    return {
+        "batch_size": batch_size,
+        "pure_model_step": _rates(batch_size, t_pure),
+        "real_training_step": _rates(batch_size, t_real),
+        "real_over_pure": t_real / t_pure,
+        "non_model_ms_per_step": t_nm * 1000,
+        "pure_inference_val": _rates(n_val, t_inf),
+        "evaluation_val": _rates(n_val, t_eval),
+        "evaluation_over_inference": t_eval / t_inf,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+
+
+def _full_batches(n: int, b: int) -> list[torch.Tensor]:
+    """Fixed shuffled index batches of exactly ``b`` items (a short last batch would skew per-step time).
+
+    A dataset smaller than one batch is cycled, so tiny test data still gives full batches.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    perm = perm.repeat(-(-b // n)) if n < b else perm
+    return [idx for idx in perm.split(b) if len(idx) == b]
+
+
 def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
     from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE, Config
     from problem1.dataset import ensure_data, load_split
@@ -56,66 +115,25 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
     criterion = build_criterion(cfg)
     anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
     b = cfg.batch_size
-    batches = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0)).split(b)
-    batches = [idx for idx in batches if len(idx) == b]
+    batches = _full_batches(len(train_set), b)
     fake_images = torch.rand(b, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
-    reset_peak_memory(device)
-
-    def pure(i):
-        model.train()
-        with autocast_context(device, cfg.amp):
-            out = model(fake_images)
-        loss = sum(o.float().square().mean() for o in out)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def real(i):
-        model.train()
-        images, boxes, labels = train_set.get_batch(batches[i % len(batches)])
-        with autocast_context(device, cfg.amp):
-            out = model(images)
-        loss = criterion(out, (boxes, labels), anchors)["loss_total"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     with torch.no_grad():
-        head_shapes = [o.shape for o in model(fake_images[:1])]
-    fake_heads = [torch.randn(b, *s[1:], device=device, requires_grad=True) for s in head_shapes]
+        fake_heads = [torch.randn_like(o).requires_grad_() for o in model(fake_images)]
 
     def non_model(i):
         _, boxes, labels = train_set.get_batch(batches[i % len(batches)])
         criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
 
-    @torch.no_grad()
-    def infer_only(_):
-        model.eval()
-        for idx in torch.arange(len(val_set)).split(cfg.eval_batch_size):
-            images, _, _ = val_set.get_batch(idx)
-            with autocast_context(device, cfg.amp):
-                model(images)
-
-    def full_eval(_):
-        validate(model, val_set, cfg, device)
-
-    t_pure = time_steps(pure, steps, warmup, device)
-    t_real = time_steps(real, steps, warmup, device)
-    t_nm = time_steps(non_model, max(steps, 20), warmup, device)
-    eval_reps = max(1, steps // 5)
-    t_inf = time_steps(infer_only, eval_reps, 1, device)
-    t_eval = time_steps(full_eval, eval_reps, 1, device)
-    return {
-        "batch_size": b,
-        "pure_model_step": _rates(b, t_pure),
-        "real_training_step": _rates(b, t_real),
-        "real_over_pure": t_real / t_pure,
-        "non_model_ms_per_step": t_nm * 1000,
-        "pure_inference_val": _rates(len(val_set), t_inf),
-        "evaluation_val": _rates(len(val_set), t_eval),
-        "evaluation_over_inference": t_eval / t_inf,
-        "peak_memory_mb": peak_memory_mb(device),
-    }
+    return bench_case(
+        model, opt, lambda: autocast_context(device, cfg.amp), b, fake_images,
+        fake_loss=lambda out: sum(o.float().square().mean() for o in out),
+        real_batch=lambda i: train_set.get_batch(batches[i % len(batches)]),
+        real_loss=lambda out, batch: criterion(out, batch[1:], anchors)["loss_total"],
+        non_model=non_model,
+        infer_batches=lambda: (val_set.get_batch(idx)[0] for idx in torch.arange(len(val_set)).split(
+            cfg.eval_batch_size)),
+        full_eval=lambda: validate(model, val_set, cfg, device),
+        n_val=len(val_set), device=device, steps=steps, warmup=warmup)
 
 
 def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
@@ -130,8 +148,7 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
     train_all, val_all = (d.to(device) for d in load_data(cfg))
     criterion = KeypointMSELoss()
     b = cfg.batch_size
-    batches = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(0)).split(b)
-    batches = [idx for idx in batches if len(idx) == b]
+    batches = _full_batches(len(train_all), b)
     fake_images = torch.rand(b, 1, 128, 128, device=device)
     results = {}
     for method in ("heatmap", "regression"):
@@ -140,61 +157,23 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
         model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         _, fake_targets, _ = train_set.get_batch(batches[0])
-        reset_peak_memory(device)
-
-        def pure(i, model=model, opt=opt, fake_targets=fake_targets):
-            model.train()
-            with autocast(device, cfg.amp):
-                out = model(fake_images)
-            loss = (out.float() - fake_targets).square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def real(i, model=model, opt=opt, train_set=train_set):
-            model.train()
-            images, targets, _ = train_set.get_batch(batches[i % len(batches)])
-            with autocast(device, cfg.amp):
-                out = model(images)
-            loss = criterion(out, targets)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
         fake_out = torch.rand_like(fake_targets, requires_grad=True)
 
         def non_model(i, train_set=train_set, fake_out=fake_out):
             _, targets, _ = train_set.get_batch(batches[i % len(batches)])
             criterion(fake_out, targets)["loss"].backward()
 
-        @torch.no_grad()
-        def infer_only(_, model=model, val_set=val_set):
-            model.eval()
-            for idx in torch.arange(len(val_set)).split(VAL_BATCH_SIZE):
-                images, _, _ = val_set.get_batch(idx)
-                with autocast(device, cfg.amp):
-                    model(images)
-
-        def full_eval(_, model=model, method=method, val_set=val_set):
-            evaluate(model, method, val_set, VAL_BATCH_SIZE, cfg.decoder, cfg.amp)
-
-        t_pure = time_steps(pure, steps, warmup, device)
-        t_real = time_steps(real, steps, warmup, device)
-        t_nm = time_steps(non_model, max(steps, 50), warmup, device)
-        eval_reps = max(1, steps // 2)
-        t_inf = time_steps(infer_only, eval_reps, 1, device)
-        t_eval = time_steps(full_eval, eval_reps, 1, device)
-        results[method] = {
-            "batch_size": b,
-            "pure_model_step": _rates(b, t_pure),
-            "real_training_step": _rates(b, t_real),
-            "real_over_pure": t_real / t_pure,
-            "non_model_ms_per_step": t_nm * 1000,
-            "pure_inference_val": _rates(len(val_set), t_inf),
-            "evaluation_val": _rates(len(val_set), t_eval),
-            "evaluation_over_inference": t_eval / t_inf,
-            "peak_memory_mb": peak_memory_mb(device),
-        }
+        results[method] = bench_case(
+            model, opt, lambda: autocast(device, cfg.amp), b, fake_images,
+            fake_loss=lambda out, t=fake_targets: (out.float() - t).square().mean(),
+            real_batch=lambda i, ts=train_set: ts.get_batch(batches[i % len(batches)]),
+            real_loss=lambda out, batch: criterion(out, batch[1])["loss"],
+            non_model=non_model,
+            infer_batches=lambda vs=val_set: (vs.get_batch(idx)[0] for idx in torch.arange(len(vs)).split(
+                VAL_BATCH_SIZE)),
+            full_eval=lambda m=model, meth=method, vs=val_set: evaluate(m, meth, vs, VAL_BATCH_SIZE, cfg.decoder,
+                                                                        cfg.amp),
+            n_val=len(val_set), device=device, steps=steps, warmup=warmup)
     return results
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from common.data import load_images, load_json, require_dir
+from common.distributed import DistInfo, shard_indices
 from common.errors import UserError
 from problem1.config import CLASS_NAMES, IMAGE_SIZE, detection_dir
 
@@ -166,9 +167,16 @@ def detection_collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, lis
     return torch.stack(images), list(targets)
 
 
-def iterate_batches(num_items: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
-    """Index batches over ``range(num_items)``: shuffled with ``generator`` if given, the last batch may be short."""
+def iterate_batches(num_items: int, batch_size: int, generator: torch.Generator | None = None,
+                    dist_info: DistInfo | None = None) -> Iterator[Tensor]:
+    """Index batches over ``range(num_items)``: shuffled with ``generator`` if given, the last batch may be short.
+
+    With ``dist_info`` (torchrun) only this rank's share of the order (DistributedSampler semantics), in batches of
+    ``batch_size`` (the per-rank batch).
+    """
     order = torch.randperm(num_items, generator=generator) if generator is not None else torch.arange(num_items)
+    if dist_info is not None:
+        order = shard_indices(order, dist_info)
     yield from order.split(batch_size)
 
 

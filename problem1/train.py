@@ -6,6 +6,8 @@ Usage::
     python problem1/train.py                         # the specified run: SGD 0.001/0.9, 50 epochs, batch 16
     python problem1/train.py --epochs 1 --limit-train 32 --limit-val 16 --results-dir /tmp/p1   # a quick check
     python problem1/train.py --resume                # continue from RESULTS_DIR/last.pth
+    torchrun --nproc_per_node=2 problem1/train.py     # DDP (gloo on CPU, nccl on CUDA); --batch-size stays the
+                                                    # global batch, see common/distributed.py
 
 Every epoch: train loss by term, validation loss by term, validation AP per class and mAP (the same
 ``evaluate.validate`` that ``evaluate.py`` uses), epoch time. Outputs in ``--results-dir``: ``training_log.json``
@@ -28,6 +30,17 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 import torch  # noqa: E402
 
 from common.config import config_from_dict, parse_config  # noqa: E402
+from common.distributed import (  # noqa: E402
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    cleanup,
+    init_distributed,
+    local_batch_size,
+    quiet_unless_main,
+    wrap_model,
+)
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
@@ -63,12 +76,20 @@ def build_criterion(cfg: Config) -> DetectionLoss:
                          cfg.neg_pos_ratio, cfg.min_negatives)
 
 
-def train_one_epoch(model: MultiScaleDetector, criterion: DetectionLoss, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer: torch.optim.Optimizer,
                     dataset: ShapeDetectionDataset, anchors: torch.Tensor, cfg: Config, device: torch.device,
-                    epoch: int) -> dict[str, float]:
-    """One pass over ``dataset`` in the epoch's own shuffled order; returns the mean loss per term (per image)."""
+                    epoch: int, info: DistInfo | None = None) -> dict[str, float]:
+    """One pass over ``dataset`` in the epoch's own shuffled order; returns the mean loss per term (per image).
+
+    Under torchrun ``model`` is the DDP wrapper and this rank trains on its share of the order; the means are
+    averaged over ranks (every rank has the same number of images). The loss is normalised by the positives of
+    this rank's images, so the averaged gradient differs slightly from the single-process one.
+    """
+    info = info or DistInfo()
     model.train()
-    batches = list(iterate_batches(len(dataset), cfg.batch_size, epoch_generator(cfg.seed, epoch)))
+    batches = list(iterate_batches(len(dataset), local_batch_size(cfg.batch_size, info),
+                                   epoch_generator(cfg.seed, epoch), info))
+    count = sum(len(idx) for idx in batches)
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
     # Reading a loss back waits for the device; on CPU that is free, on a GPU it is done every few steps only.
     sync_every = 1 if device.type == "cpu" else 10
@@ -86,7 +107,7 @@ def train_one_epoch(model: MultiScaleDetector, criterion: DetectionLoss, optimiz
         if step % sync_every == 0 or step == len(batches):
             check_finite({k: float(v) for k, v in sums.items()}, epoch, step)
             bar.set_postfix(loss=f"{float(losses['loss_total'].detach()):.3f}")
-    return {k: float(v) / len(dataset) for k, v in sums.items()}
+    return all_reduce_mean({k: float(v) / count for k, v in sums.items()}, info, device)
 
 
 def train(cfg: Config, resume: bool = False, command: str = "python problem1/train.py") -> list[dict]:
@@ -103,8 +124,12 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
             print(f"note: resuming with the checkpoint's {', '.join(changed)}; only "
                   f"{', '.join(RESUME_OVERRIDES)} may change on --resume", file=sys.stderr)
         cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
-    device = pick_device(cfg.device)
-    ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+    info, device = init_distributed(pick_device(cfg.device))
+    quiet_unless_main(info)
+    local_batch_size(cfg.batch_size, info)
+    if info.is_main:
+        ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+    barrier(info)
     # Read and check all input before anything is written, so bad data leaves the results folder untouched.
     train_set = load_split(cfg.data_dir, "train", cfg.limit_train)
     val_set = load_split(cfg.data_dir, "val", cfg.limit_val)
@@ -121,19 +146,25 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
         return log
     train_set.to(device)
     val_set.to(device)
+    train_model = wrap_model(model, info, device)
     criterion = build_criterion(cfg)
     anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
-    atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device)})
+    if info.is_main:
+        extra = {"world_size": info.world_size} if info.enabled else {}
+        atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device), **extra})
     print(f"training on {device}: {len(train_set)} train / {len(val_set)} val images, epochs {start + 1}.."
-          f"{cfg.epochs}, results in {results}")
+          f"{cfg.epochs}, results in {results}" + (f", {info.world_size} processes" if info.enabled else ""))
 
     best = min((r["val"]["loss_total"] for r in log), default=math.inf)
     saved = start  # last epoch whose last.pth is on disk
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            train_losses = train_one_epoch(model, criterion, optimizer, train_set, anchors, cfg, device, epoch)
+            train_losses = train_one_epoch(train_model, criterion, optimizer, train_set, anchors, cfg, device, epoch,
+                                           info)
             t1 = time.perf_counter()
+            # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
+            broadcast_buffers(model, info)
             val = validate(model, val_set, cfg, device, criterion, desc=f"val {epoch}")
             check_finite({f"val {k}": v for k, v in val["loss"].items()}, epoch, "validation")
             t2 = time.perf_counter()
@@ -150,18 +181,21 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
             log.append(record)
             if is_best:
                 best = val["loss"]["loss_total"]
-                save_checkpoint(results / "best_model.pth", problem=PROBLEM, config=cfg, model=model, epoch=epoch,
-                                log=log)
-            save_checkpoint(results / "last.pth", problem=PROBLEM, config=cfg, model=model, optimizer=optimizer,
-                            epoch=epoch, log=log)
+                if info.is_main:
+                    save_checkpoint(results / "best_model.pth", problem=PROBLEM, config=cfg, model=model, epoch=epoch,
+                                    log=log)
+            if info.is_main:
+                save_checkpoint(results / "last.pth", problem=PROBLEM, config=cfg, model=model, optimizer=optimizer,
+                                epoch=epoch, log=log)
+                write_log(results / "training_log.json", log)
             saved = epoch
-            write_log(results / "training_log.json", log)
             print(f"epoch {epoch}/{cfg.epochs}  train {train_losses['loss_total']:.4f} "
                   f"(obj {train_losses['loss_obj']:.3f} cls {train_losses['loss_cls']:.3f} "
                   f"loc {train_losses['loss_loc']:.3f})  val {val['loss']['loss_total']:.4f}  "
                   f"mAP {val['mAP']:.4f}  {t2 - t0:.1f}s{'  *best*' if is_best else ''}", flush=True)
     except KeyboardInterrupt:
-        print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
+        if info.is_main:
+            print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
         raise SystemExit(130) from None
     return log
 
@@ -174,7 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     tune_cpu_allocator()
     args = sys.argv[1:] if argv is None else argv
     command = "python problem1/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
-    train(cfg, resume=ns.resume, command=command.strip())
+    try:
+        train(cfg, resume=ns.resume, command=command.strip())
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from common.data import load_images, load_json, require_dir
+from common.distributed import DistInfo, shard_indices
 from common.errors import UserError
 
 IMAGE_SIZE = 128
@@ -246,16 +247,20 @@ class KeypointDataset(Dataset):
         images, targets, _ = self.get_batch(torch.tensor([i]))
         return images[0], targets[0]
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, dist_info: DistInfo | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Batches of :meth:`get_batch`, shuffled by ``generator`` (CPU; None keeps file order)."""
+        """Batches of :meth:`get_batch`, shuffled by ``generator`` (CPU; None keeps file order). With ``dist_info``
+        (torchrun) only this rank's share of the order (DistributedSampler semantics), ``batch_size`` per rank."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        for start in range(0, n, batch_size):
+        if dist_info is not None:
+            order = shard_indices(order, dist_info)
+        for start in range(0, len(order), batch_size):
             yield self.get_batch(order[start:start + batch_size])
 
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
+    def num_batches(self, batch_size: int, dist_info: DistInfo | None = None) -> int:
+        n = len(self) if dist_info is None else math.ceil(len(self) / dist_info.world_size)
+        return math.ceil(n / batch_size)
 
 
 def load_split(data_dir: str | Path, split: str, **kwargs) -> KeypointDataset:

@@ -6,6 +6,8 @@ Usage::
     python problem2/train.py                               # both models, 30 epochs each (the specification)
     python problem2/train.py --model heatmap --epochs 5 --device cpu
     python problem2/train.py --resume                      # continue an interrupted run from RESULTS_DIR/last.pth
+    torchrun --nproc_per_node=2 problem2/train.py     # DDP (gloo on CPU, nccl on CUDA); --batch-size stays the
+                                                    # global batch, see common/distributed.py
     python problem2/train.py --canonical-hands --results-dir results/problem2/canonical_hands   # hypothesis test
 
 ``--model both`` trains the two models in turns, one epoch each, each from ``set_seed(seed)`` with the same
@@ -44,6 +46,17 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 import torch  # noqa: E402
 
 from common.config import config_from_dict, parse_config  # noqa: E402
+from common.distributed import (  # noqa: E402
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    cleanup,
+    init_distributed,
+    local_batch_size,
+    quiet_unless_main,
+    wrap_model,
+)
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_torch_save, atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
@@ -121,6 +134,8 @@ class Run:
     rng: dict
     config: dict  # the run's config plus method and keypoints: saved in every checkpoint of this model
     best: float = math.inf
+    ddp: torch.nn.Module | None = None  # the DDP wrapper of ``model`` under torchrun (training goes through it)
+    dist: DistInfo = dataclasses.field(default_factory=DistInfo)
 
 
 def build_runs(cfg: Config, methods: list[str], names: list[str], device: torch.device) -> list[Run]:
@@ -158,25 +173,33 @@ def restore_last(ckpt: dict, runs: list[Run], path: Path) -> tuple[int, list[dic
 
 
 def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: int, bar) -> float:
-    """One pass in the epoch's own shuffled order; returns the mean training loss per image."""
-    run.model.train()
+    """One pass in the epoch's own shuffled order; returns the mean training loss per image.
+
+    Under torchrun this rank trains on its share of the order with ``batch_size / world_size`` images per step; the
+    mean is averaged over ranks (every rank has the same number of images).
+    """
+    model, info = run.ddp or run.model, run.dist
+    model.train()
     criterion = KeypointMSELoss()
     total = torch.zeros((), dtype=torch.float64, device=train_set.device)
-    steps = train_set.num_batches(cfg.batch_size)
-    for step, (images, targets, _) in enumerate(train_set.batches(cfg.batch_size, epoch_generator(cfg.seed, epoch)),
+    batch_size = local_batch_size(cfg.batch_size, info)
+    steps = train_set.num_batches(batch_size, info)
+    count = 0
+    for step, (images, targets, _) in enumerate(train_set.batches(batch_size, epoch_generator(cfg.seed, epoch), info),
                                                 1):
         with autocast(images.device, cfg.amp):
-            outputs = run.model(images)
+            outputs = model(images)
         loss = criterion(outputs, targets)["loss"]
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
         total += loss.detach() * len(images)  # on the device: no host sync per step
+        count += len(images)
         bar.update(1)
         if step % LOG_EVERY == 0 or step == steps:
             check_finite({f"{run.method} loss": float(total)}, epoch, step)
             bar.set_postfix(model=run.method, epoch=epoch, loss=f"{float(loss.detach()):.3g}")
-    return float(total) / len(train_set)
+    return all_reduce_mean({"loss": float(total) / count}, info, train_set.device)["loss"]
 
 
 def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: KeypointDataset, epoch: int, bar,
@@ -187,6 +210,8 @@ def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: Keypoi
     train_loss = train_one_epoch(run, train_set, cfg, epoch, bar)
     t1 = time.perf_counter()
     keep = len(snapshots["val_indices"]) if snapshots is not None else 0
+    # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
+    broadcast_buffers(run.model, run.dist)
     val = evaluate(run.model, run.method, val_set, VAL_BATCH_SIZE, cfg.decoder, cfg.amp, keep, cfg.hand_pairs)
     check_finite({f"{run.method} validation loss": val["loss"]}, epoch, "validation")
     run.rng = rng_state()
@@ -194,6 +219,7 @@ def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: Keypoi
     is_best = val["loss"] < run.best
     if is_best:
         run.best = val["loss"]
+    if is_best and run.dist.is_main:
         save_checkpoint(Path(cfg.results_dir) / f"{run.method}_model.pth", problem=PROBLEM, config=run.config,
                         model=run.model, epoch=epoch)
     if snapshots is not None:
@@ -220,15 +246,22 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
         cfg = resumed_config(ckpt, cfg)
     elif resume:
         print(f"{last}: not found, starting from the beginning")
-    device = pick_device(cfg.device)
+    info, device = init_distributed(pick_device(cfg.device))
+    quiet_unless_main(info)
+    local_batch_size(cfg.batch_size, info)
     if data is None:
-        ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+        if info.is_main:
+            ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+        barrier(info)
         data = load_data(cfg)
     train_set, val_set = (d.with_targets("heatmap", cfg.heatmap_size, cfg.sigma).to(device) for d in data)
     names = train_set.keypoint_names
     methods = list(METHODS) if cfg.model == "both" else [cfg.model]
     runs = build_runs(cfg, methods, names, device)
     start, log = restore_last(ckpt, runs, last) if ckpt is not None else (0, [])
+    if info.enabled:
+        for r in runs:
+            r.ddp, r.dist = wrap_model(r.model, info, device), info
 
     snap_path = results / "heatmap_snapshots.pt"
     snap_at = snapshot_epochs(cfg.epochs) if (snapshots and "heatmap" in methods) else set()
@@ -248,14 +281,18 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
 
     if start >= cfg.epochs:
         print(f"nothing to do: {last} already holds epoch {start} of {cfg.epochs}")
-        save_log()
+        if info.is_main:
+            save_log()
         return log
-    atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
-                                                "command": command})
+    if info.is_main:
+        extra = {"world_size": info.world_size} if info.enabled else {}
+        atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
+                                                    "command": command, **extra})
     print(f"training {' and '.join(methods)} on {device}: {len(train_set)} train / {len(val_set)} val images, "
-          f"epochs {start + 1}..{cfg.epochs}, results in {results}")
-    bar = progress(None, desc="train", total=train_set.num_batches(cfg.batch_size) * len(runs) * (cfg.epochs - start),
-                   unit="step")
+          f"epochs {start + 1}..{cfg.epochs}, results in {results}"
+          + (f", {info.world_size} processes" if info.enabled else ""))
+    steps = train_set.num_batches(local_batch_size(cfg.batch_size, info), info)
+    bar = progress(None, desc="train", total=steps * len(runs) * (cfg.epochs - start), unit="step")
     saved = start  # last epoch whose last.pth is on disk
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
@@ -270,14 +307,16 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
                           + f"  ({record['time']['train_s']:.1f} s + {record['time']['val_s']:.1f} s)"
                           + ("  *best*" if record["best"] else ""), file=sys.stdout)
             # Best models and snapshots are on disk before last.pth: a run killed in between redoes this epoch.
-            if epoch in snap_at:
-                atomic_torch_save(snap_path, snaps)
-            save_last(last, cfg, runs, epoch, log)
+            if info.is_main:
+                if epoch in snap_at:
+                    atomic_torch_save(snap_path, snaps)
+                save_last(last, cfg, runs, epoch, log)
+                save_log()
             saved = epoch
-            save_log()
     except KeyboardInterrupt:
         bar.close()
-        print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
+        if info.is_main:
+            print("\n" + interrupted_message(results, saved, command), file=sys.stderr)
         raise SystemExit(130) from None
     bar.close()
     return log
@@ -291,7 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     tune_cpu_allocator()  # conv1's activations at batch 32 (64 MB) would be mmap-ed afresh every step
     args = sys.argv[1:] if argv is None else argv
     command = "python problem2/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
-    log = train(cfg, resume=ns.resume, command=command.strip())
+    try:
+        log = train(cfg, resume=ns.resume, command=command.strip())
+    finally:
+        cleanup()
     for method in METHODS:
         recs = [r for r in log if r["model"] == method]
         if recs:
