@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
-from common.runtime import pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.runtime import autocast, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
 from common.timing import peak_memory_mb, reset_peak_memory, sync, time_steps  # noqa: E402
 
 
@@ -101,7 +101,7 @@ def _full_batches(n: int, b: int) -> list[torch.Tensor]:
 def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
     from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE, Config
     from problem1.dataset import ensure_data, load_split
-    from problem1.evaluate import autocast_context, validate
+    from problem1.evaluate import validate
     from problem1.model import MultiScaleDetector
     from problem1.train import build_criterion
     from problem1.utils import generate_anchors
@@ -125,7 +125,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
 
     return bench_case(
-        model, opt, lambda: autocast_context(device, cfg.amp), b, fake_images,
+        model, opt, lambda: autocast(device, cfg.amp), b, fake_images,
         fake_loss=lambda out: sum(o.float().square().mean() for o in out),
         real_batch=lambda i: train_set.get_batch(batches[i % len(batches)]),
         real_loss=lambda out, batch: criterion(out, batch[1:], anchors)["loss_total"],
@@ -138,7 +138,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
 
 def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
     from problem2.config import Config
-    from problem2.evaluate import autocast, evaluate
+    from problem2.evaluate import evaluate
     from problem2.loss import KeypointMSELoss
     from problem2.model import build_model
     from problem2.train import VAL_BATCH_SIZE, ensure_data, load_data

@@ -1,6 +1,7 @@
 """Reproducibility and device choice: the single owners of seeding and of picking a device."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import random
 
@@ -70,3 +71,10 @@ def tune_cpu_allocator() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere (CPU runs stay fp32, exact and deterministic)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

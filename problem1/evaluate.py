@@ -17,7 +17,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
@@ -31,8 +30,9 @@ from torchvision.ops import batched_nms  # noqa: E402
 from common.config import config_from_dict  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
+from common.plotting import pyplot  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import pick_device, tune_cpu_allocator  # noqa: E402
+from common.runtime import autocast, pick_device, tune_cpu_allocator  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
 from problem1.dataset import ShapeDetectionDataset, as_numpy_targets, load_split, object_sizes  # noqa: E402
@@ -120,11 +120,6 @@ def compute_ap(predictions: Sequence[dict], ground_truths: Sequence[dict], iou_t
     return {"ap_per_class": aps, "mAP": mean_ap(aps)}
 
 
-def autocast_context(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; plain fp32 on other devices."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
-
-
 @torch.no_grad()
 def run_inference(model: MultiScaleDetector, dataset: ShapeDetectionDataset, cfg: Config, device: torch.device,
                   criterion: DetectionLoss | None = None, desc: str = "eval") -> tuple[list[dict], dict[str, float]]:
@@ -136,7 +131,7 @@ def run_inference(model: MultiScaleDetector, dataset: ShapeDetectionDataset, cfg
     sums: dict[str, Tensor] = {}
     for idx in progress(torch.arange(len(dataset)).split(cfg.eval_batch_size), desc=desc, unit="batch"):
         images, boxes, labels = dataset.get_batch(idx)
-        with autocast_context(device, cfg.amp):
+        with autocast(device, cfg.amp):
             outputs = model(images.to(device))
         if criterion is not None:
             losses = criterion(outputs, (boxes.to(device), labels.to(device)), anchors)
@@ -219,17 +214,8 @@ def scale_specialisation(predictions: Sequence[dict], matches: Sequence[Sequence
 
 
 # ------------------------------------------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_detections(dataset: ShapeDetectionDataset, predictions: Sequence[dict], path: Path, n: int = 10) -> None:
-    plt = _plt()
+    plt = pyplot()
     n = min(n, len(dataset))
     cols = min(5, n)
     rows = math.ceil(n / cols)
@@ -260,7 +246,7 @@ def plot_detections(dataset: ShapeDetectionDataset, predictions: Sequence[dict],
 
 
 def plot_pr_curves(curves, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, cur in zip(CLASS_NAMES, curves, strict=True):
         if cur.num_gt and len(cur.recall):
@@ -276,7 +262,7 @@ def plot_pr_curves(curves, path: Path) -> None:
 
 
 def plot_anchor_coverage(cov: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     best, sizes, labels = cov["_best_iou"], cov["_sizes"], cov["_labels"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     colors = ("tab:blue", "tab:orange", "tab:green")
@@ -302,7 +288,7 @@ def plot_anchor_coverage(cov: dict, path: Path) -> None:
 
 
 def plot_scale_specialisation(spec: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     counts = spec["_counts"]  # [C, bins, S]
     rows = [(c, i) for c in range(counts.shape[0]) for i in range(counts.shape[1]) if counts[c, i].sum()]
     fig, ax = plt.subplots(figsize=(8, 0.5 * max(len(rows), 1) + 1.5))
@@ -326,7 +312,7 @@ def plot_scale_specialisation(spec: dict, path: Path) -> None:
 @torch.no_grad()
 def plot_feature_maps(model: MultiScaleDetector, dataset: ShapeDetectionDataset, device: torch.device, path: Path,
                       n: int = 4) -> None:
-    plt = _plt()
+    plt = pyplot()
     n = min(n, len(dataset))
     model.eval()
     images, _, _ = dataset.get_batch(torch.arange(n))
@@ -348,7 +334,7 @@ def plot_feature_maps(model: MultiScaleDetector, dataset: ShapeDetectionDataset,
 
 
 def plot_confusion(cm: np.ndarray, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(CLASS_NAMES)
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     ax.imshow(cm, cmap="Blues")
@@ -364,7 +350,7 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
 
 
 def plot_training_curves(log: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     epochs = [r["epoch"] for r in log]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for key, color in zip(("loss_total", "loss_obj", "loss_cls", "loss_loc"), ("k", "tab:blue", "tab:orange",

@@ -44,7 +44,7 @@ from common.distributed import (  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.runtime import autocast, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
 from common.training import (  # noqa: E402
     TIMING_KEY,
     check_finite,
@@ -57,7 +57,7 @@ from common.training import (  # noqa: E402
 )
 from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
 from problem1.dataset import ShapeDetectionDataset, ensure_data, iterate_batches, load_split  # noqa: E402
-from problem1.evaluate import autocast_context, validate  # noqa: E402
+from problem1.evaluate import validate  # noqa: E402
 from problem1.loss import DetectionLoss  # noqa: E402
 from problem1.model import MultiScaleDetector  # noqa: E402
 from problem1.utils import generate_anchors  # noqa: E402
@@ -96,7 +96,7 @@ def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer:
     bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
     for step, idx in enumerate(bar, 1):
         images, boxes, labels = dataset.get_batch(idx)
-        with autocast_context(device, cfg.amp):
+        with autocast(device, cfg.amp):
             outputs = model(images)
         losses = criterion(outputs, (boxes, labels), anchors)
         optimizer.zero_grad(set_to_none=True)

@@ -42,12 +42,12 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 from common.config import cfg_field, parse_config  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_savefig, atomic_write_json  # noqa: E402
+from common.plotting import pyplot  # noqa: E402
 from common.runtime import pick_device, tune_cpu_allocator  # noqa: E402
 from problem2.config import Config  # noqa: E402
 from problem2.evaluate import (  # noqa: E402
     DENSE_THRESHOLDS,
     THRESHOLDS,
-    _plt,
     evaluate,
     load_model,
     write_summary,
@@ -143,7 +143,7 @@ def _label(family: str, run: dict) -> str:
 
 
 def plot_ablations(report: dict, fig_dir: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fams = report["families"]
     fig, axes = plt.subplots(3, len(fams), figsize=(4.6 * len(fams), 11), squeeze=False)
     for col, (family, names) in enumerate(fams.items()):

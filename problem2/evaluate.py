@@ -14,7 +14,6 @@ writes ``metrics.json``, ``summary.md`` and ``figures/*.png`` into the results d
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -31,7 +30,8 @@ from common.config import cfg_field, parse_config  # noqa: E402
 from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
-from common.runtime import pick_device  # noqa: E402
+from common.plotting import pyplot  # noqa: E402
+from common.runtime import autocast, pick_device  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem2.config import DECODERS, PROBLEM  # noqa: E402
 from problem2.dataset import (  # noqa: E402
@@ -370,13 +370,6 @@ def ceiling_metrics(ground_truths: torch.Tensor, hands: tuple[int, int]) -> dict
 
 # --- the evaluation path (also run every epoch by train.py) -------------------------------------------------------
 
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere (CPU runs stay exact and deterministic)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def ambiguous_pairs(dataset: KeypointDataset, hand_pairs: bool = True) -> tuple[tuple[int, int], ...]:
     """The keypoint pairs to decode jointly: the hands, unless disabled or relabelled canonically."""
     return (dataset.hands,) if hand_pairs and dataset.hands is not None and not dataset.canonical_hands else ()
@@ -447,15 +440,6 @@ def failure_groups(pred_heatmap: torch.Tensor, pred_regression: torch.Tensor, gt
 
 # --- figures -------------------------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 COLORS = {"gt": "#2ca02c", "heatmap": "#d62728", "regression": "#1f77b4", "ceiling": "black"}
 MARKERS = {"gt": "o", "heatmap": "x", "regression": "+"}
 
@@ -471,7 +455,7 @@ def _show_points(ax, image, points: dict[str, torch.Tensor], title: str = ""):
 
 
 def plot_pck_curves(metrics: dict, path: Path, title: str = "PCK on the validation set") -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for method in METHODS:
         if method in metrics["methods"]:
@@ -499,7 +483,7 @@ def plot_pck_curves(metrics: dict, path: Path, title: str = "PCK on the validati
 
 
 def plot_samples(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch.Tensor], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     cols = min(4, n)
     rows = math.ceil(n / cols)
@@ -521,7 +505,7 @@ def plot_samples(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch.
 def plot_heatmaps(images: torch.Tensor, heatmaps: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor,
                   names: list[str], path: Path, row_titles: list[str] | None = None, title: str = "") -> None:
     """One row per image: the image, then each keypoint's map (GT o, decoded x, in heatmap pixels)."""
-    plt = _plt()
+    plt = pyplot()
     n, k = heatmaps.shape[:2]
     hs = heatmaps.shape[-1]
     fig, axes = plt.subplots(n, k + 1, figsize=(1.9 * (k + 1), 2.0 * n), squeeze=False)
@@ -544,7 +528,7 @@ def plot_heatmaps(images: torch.Tensor, heatmaps: torch.Tensor, gt: torch.Tensor
 
 def plot_failures(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch.Tensor], groups: dict,
                   path: Path, per_group: int = 4) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(3, per_group, figsize=(2.6 * per_group, 8.4), squeeze=False)
     for row, (name, g) in enumerate(groups.items()):
         mask = g["mask"]  # [N, K]
@@ -569,7 +553,7 @@ def plot_failures(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch
 
 
 def plot_training_curves(log: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for method in METHODS:
         recs = [r for r in log if r.get("model") == method]

@@ -60,7 +60,14 @@ from common.distributed import (  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_torch_save, atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import pick_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator  # noqa: E402
+from common.runtime import (  # noqa: E402
+    autocast,
+    pick_device,
+    rng_state,
+    set_rng_state,
+    set_seed,
+    tune_cpu_allocator,
+)
 from common.training import (  # noqa: E402
     TIMING_KEY,
     check_finite,
@@ -73,7 +80,7 @@ from common.training import (  # noqa: E402
 )
 from problem2.config import RESUME_OVERRIDES, Config  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
-from problem2.evaluate import METHODS, PROBLEM, autocast, evaluate, load_snapshots  # noqa: E402
+from problem2.evaluate import METHODS, PROBLEM, evaluate, load_snapshots  # noqa: E402
 from problem2.loss import KeypointMSELoss  # noqa: E402
 from problem2.model import build_model  # noqa: E402
 
