@@ -25,7 +25,10 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(problem, tiny_data, tmp_path):
     script, *args = CASES[problem]
     res = tmp_path / "res"
     cmd = [sys.executable, script, *args, "--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT;
+    # restore the default so the child gets KeyboardInterrupt as it would at a terminal.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 90
     while not (res / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
