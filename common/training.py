@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.config import config_from_dict
 from common.errors import UserError
 from common.io import atomic_torch_save, atomic_write_json
 from common.runtime import rng_state, set_rng_state
@@ -109,3 +111,21 @@ def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
 def interrupted_message(results_dir: str | Path, last_epoch: int, resume_cmd: str) -> str:
     return (f"interrupted: epoch {last_epoch} is the last completed epoch, saved in {Path(results_dir) / 'last.pth'}; "
             f"resume with: {resume_cmd} --resume")
+
+
+# On --resume these come from the command line; everything else from the checkpoint, so the run stays the same run.
+RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir")
+
+
+def resumed_config(cls: type, saved: dict, cfg: Any) -> Any:
+    """The checkpoint's config ``saved`` with only :data:`RESUME_OVERRIDES` taken from ``cfg`` (the command line).
+
+    Other flags the user set away from their defaults are reported and ignored.
+    """
+    old, defaults = config_from_dict(cls, saved), cls()
+    changed = [f.name for f in dataclasses.fields(cls) if f.name not in RESUME_OVERRIDES
+               and getattr(cfg, f.name) not in (getattr(old, f.name), getattr(defaults, f.name))]
+    if changed:
+        print(f"note: resuming with the checkpoint's {', '.join(changed)}; only {', '.join(RESUME_OVERRIDES)} "
+              "may change on --resume", file=sys.stderr)
+    return dataclasses.replace(old, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})

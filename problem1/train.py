@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 
 import torch  # noqa: E402
 
-from common.config import config_from_dict, parse_config  # noqa: E402
+from common.config import parse_config  # noqa: E402
 from common.distributed import (  # noqa: E402
     DistInfo,
     all_reduce_mean,
@@ -52,6 +52,7 @@ from common.training import (  # noqa: E402
     interrupted_message,
     load_checkpoint,
     restore_training,
+    resumed_config,
     save_checkpoint,
     write_log,
 )
@@ -63,8 +64,6 @@ from problem1.model import MultiScaleDetector  # noqa: E402
 from problem1.utils import generate_anchors  # noqa: E402
 
 LOSS_KEYS = ("loss_obj", "loss_cls", "loss_loc", "loss_total")
-# On resume these come from the command line; everything else from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir")
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -116,14 +115,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     ckpt = None
     if resume:
         ckpt = load_checkpoint(results / "last.pth", PROBLEM)
-        saved_cfg = config_from_dict(Config, ckpt.get("config", {}))
-        defaults = Config()
-        changed = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_OVERRIDES
-                   and getattr(cfg, f.name) not in (getattr(saved_cfg, f.name), getattr(defaults, f.name))]
-        if changed:
-            print(f"note: resuming with the checkpoint's {', '.join(changed)}; only "
-                  f"{', '.join(RESUME_OVERRIDES)} may change on --resume", file=sys.stderr)
-        cfg = dataclasses.replace(saved_cfg, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+        cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
     info, device = init_distributed(pick_device(cfg.device))
     quiet_unless_main(info)
     local_batch_size(cfg.batch_size, info)

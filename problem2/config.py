@@ -9,8 +9,6 @@ DECODERS = ("dark", "taylor", "quarter", "argmax")  # see problem2.evaluate.extr
 
 PROBLEM = "problem2"  # tag stored in checkpoints, so the other problem's checkpoints are refused
 
-# On --resume these come from the command line; everything else from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir")
 
 
 @dataclass

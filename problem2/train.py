@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 
 import torch  # noqa: E402
 
-from common.config import config_from_dict, parse_config  # noqa: E402
+from common.config import parse_config  # noqa: E402
 from common.distributed import (  # noqa: E402
     DistInfo,
     all_reduce_mean,
@@ -75,10 +75,11 @@ from common.training import (  # noqa: E402
     interrupted_message,
     load_checkpoint,
     load_weights,
+    resumed_config,
     save_checkpoint,
     write_log,
 )
-from problem2.config import RESUME_OVERRIDES, Config  # noqa: E402
+from problem2.config import Config  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
 from problem2.evaluate import METHODS, PROBLEM, evaluate, load_snapshots  # noqa: E402
 from problem2.loss import KeypointMSELoss  # noqa: E402
@@ -113,18 +114,6 @@ def load_data(cfg: Config) -> tuple[KeypointDataset, KeypointDataset]:
         raise UserError(f"{split_paths(cfg.data_dir, 'val')[1]}: keypoint_names {val_set.keypoint_names} differ "
                         f"from the training split's {train_set.keypoint_names}")
     return train_set, val_set
-
-
-def resumed_config(ckpt: dict, cfg: Config) -> Config:
-    """The checkpoint's config; only ``RESUME_OVERRIDES`` come from the command line, so the run stays the same."""
-    saved = config_from_dict(Config, ckpt.get("config", {}))
-    defaults = Config()
-    changed = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_OVERRIDES
-               and getattr(cfg, f.name) not in (getattr(saved, f.name), getattr(defaults, f.name))]
-    if changed:
-        print(f"note: resuming with the checkpoint's {', '.join(changed)}; only {', '.join(RESUME_OVERRIDES)} "
-              "may change on --resume", file=sys.stderr)
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
 
 
 def snapshot_epochs(epochs: int) -> set[int]:
@@ -250,7 +239,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
     ckpt = None
     if resume and last.is_file():
         ckpt = load_checkpoint(last, PROBLEM)
-        cfg = resumed_config(ckpt, cfg)
+        cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
     elif resume:
         print(f"{last}: not found, starting from the beginning")
     info, device = init_distributed(pick_device(cfg.device))
