@@ -31,7 +31,14 @@ if __package__ in (None, ""):
 
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
-from common.runtime import autocast, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.runtime import (  # noqa: E402
+    autocast,
+    maybe_compile,
+    memory_format,
+    pick_device,
+    set_seed,
+    tune_cpu_allocator,
+)
 from common.timing import peak_memory_mb, reset_peak_memory, sync, time_steps  # noqa: E402
 
 
@@ -98,19 +105,23 @@ def _full_batches(n: int, b: int) -> list[torch.Tensor]:
     return [idx for idx in perm.split(b) if len(idx) == b]
 
 
-def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
+def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int,
+                   channels_last: bool | None = None, compile: bool = False) -> dict:
+    """``channels_last``: the model's memory format (``None``: the config default); ``compile``: time the
+    training and inference steps through ``torch.compile`` (evaluation stays eager, as in the trainers)."""
     from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE, Config
     from problem1.dataset import ensure_data, load_split
-    from problem1.evaluate import validate
-    from problem1.model import MultiScaleDetector
+    from problem1.evaluate import build_model, validate
     from problem1.train import build_criterion
     from problem1.utils import generate_anchors
 
     cfg = Config(data_dir=str(data_dir))
+    if channels_last is not None:
+        cfg.channels_last = channels_last
     ensure_data(data_dir, is_default=False)
     train_set, val_set = load_split(data_dir, "train").to(device), load_split(data_dir, "val").to(device)
     set_seed(cfg.seed)
-    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors).to(device)
+    model = build_model(cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     criterion = build_criterion(cfg)
     anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
@@ -125,7 +136,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
 
     return bench_case(
-        model, opt, lambda: autocast(device, cfg.amp), b, fake_images,
+        maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
         fake_loss=lambda out: sum(o.float().square().mean() for o in out),
         real_batch=lambda i: train_set.get_batch(batches[i % len(batches)]),
         real_loss=lambda out, batch: criterion(out, batch[1:], anchors)["loss_total"],
@@ -136,7 +147,9 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         n_val=len(val_set), device=device, steps=steps, warmup=warmup)
 
 
-def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int) -> dict:
+def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int, compile: bool = False,
+                   channels_last: bool | None = None) -> dict:
+    """Both models; ``channels_last`` and ``compile`` as in :func:`bench_problem1`."""
     from problem2.config import Config
     from problem2.evaluate import evaluate
     from problem2.loss import KeypointMSELoss
@@ -154,7 +167,8 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
     for method in ("heatmap", "regression"):
         train_set, val_set = train_all.with_targets(method), val_all.with_targets(method)
         set_seed(cfg.seed)
-        model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(device)
+        model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(
+            device, memory_format=memory_format(cfg.channels_last if channels_last is None else channels_last))
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         _, fake_targets, _ = train_set.get_batch(batches[0])
         fake_out = torch.rand_like(fake_targets, requires_grad=True)
@@ -164,7 +178,7 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
             criterion(fake_out, targets)["loss"].backward()
 
         results[method] = bench_case(
-            model, opt, lambda: autocast(device, cfg.amp), b, fake_images,
+            maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
             fake_loss=lambda out, t=fake_targets: (out.float() - t).square().mean(),
             real_batch=lambda i, ts=train_set: ts.get_batch(batches[i % len(batches)]),
             real_loss=lambda out, batch: criterion(out, batch[1])["loss"],
@@ -198,20 +212,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     p.add_argument("--data-dir", default="./datasets", help="reference data (generated there if missing)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--compare-layouts", action="store_true",
+                   help="time both memory formats (channels-last and contiguous), not just the configured one")
+    p.add_argument("--compile", action="store_true", help="time the training and inference steps under torch.compile")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
     device = pick_device(args.device)
     tune_cpu_allocator()
     rows = {}
-    if args.problem in ("1", "all"):
-        rows["problem1"] = bench_problem1(Path(args.data_dir), device, args.steps, args.warmup)
-    if args.problem in ("2", "all"):
-        for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup).items():
-            rows[f"problem2 {method}"] = r
+    layouts = [(" channels_last", True), (" contiguous", False)] if args.compare_layouts else [("", None)]
+    for suffix, cl in layouts:
+        if args.problem in ("1", "all"):
+            rows["problem1" + suffix] = bench_problem1(Path(args.data_dir), device, args.steps, args.warmup, cl,
+                                                       args.compile)
+        if args.problem in ("2", "all"):
+            for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup, args.compile,
+                                            cl).items():
+                rows[f"problem2 {method}{suffix}"] = r
     sync(device)
     meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "steps": args.steps, "warmup": args.warmup,
+            "compile": args.compile,
             "command": "python bench.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)

@@ -38,6 +38,12 @@ class Config:
     # -- model
     num_classes: int = cfg_field(3, "number of object classes", min=1, cli=False)
     num_anchors: int = cfg_field(3, "anchors per location and scale", min=1, cli=False)
+    head_dilation: int = cfg_field(1, "dilation of each head's 3x3 conv; 1 is the specification, 3 widens what a "
+                                   "prediction sees from 17/33/65 to 33/65/129 px (see model.py)", min=1)
+    channels_last: bool = cfg_field(True, "channels-last memory format (NHWC) for the model: measured faster for "
+                                    "this model on CPU (README, Performance)")
+    compile: bool = cfg_field(False, "torch.compile the training model (compiles at start-up; see README, "
+                              "Performance)")
     # -- anchor matching and loss
     pos_threshold: float = cfg_field(0.5, "IoU at or above which an anchor is positive", gt=0)
     neg_threshold: float = cfg_field(0.3, "max IoU at or below which an anchor is negative", min=0)

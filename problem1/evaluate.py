@@ -32,7 +32,7 @@ from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
 from common.plotting import pyplot  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import autocast, pick_device, tune_cpu_allocator  # noqa: E402
+from common.runtime import autocast, memory_format, pick_device, tune_cpu_allocator  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
 from problem1.dataset import ShapeDetectionDataset, as_numpy_targets, load_split, object_sizes  # noqa: E402
@@ -42,6 +42,7 @@ from problem1.metrics import (  # noqa: E402
     best_f1,
     confusion_matrix,
     evaluate_detections,
+    iou_matrix,
     mean_ap,
 )
 from problem1.model import MultiScaleDetector  # noqa: E402
@@ -51,6 +52,7 @@ from problem1.utils import (  # noqa: E402
     decode_boxes,
     flatten_predictions,
     generate_anchors,
+    match_anchors_batched,
 )
 
 HIDDEN_VISIBILITY = 0.1  # objects below this visibility are "ignore" in the second mAP
@@ -192,6 +194,31 @@ def anchor_coverage(dataset: ShapeDetectionDataset, pos_threshold: float = 0.5) 
     }
 
 
+def force_match_effect(dataset: ShapeDetectionDataset, cfg: Config, split: str = "validation",
+                       batch_size: int = 64) -> dict:
+    """What ``force_match`` changes in the matching of ``dataset``: anchors made positive only by it, positives
+    whose assigned ground truth it changes, and objects that would have no positive anchor without it."""
+    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE))
+    counts = {"positives_with": 0, "positives_without": 0, "made_positive_by_force": 0, "reassigned_by_force": 0,
+              "objects_without_positive_unforced": 0, "objects": 0}
+    for idx in torch.arange(len(dataset)).split(batch_size):
+        _, boxes, labels = dataset.get_batch(idx)
+        boxes, labels = boxes.cpu(), labels.cpu()
+        runs = [match_anchors_batched(anchors, boxes, labels, cfg.pos_threshold, cfg.neg_threshold, force)
+                for force in (True, False)]
+        (idx_f, pos_f, _), (idx_u, pos_u, _) = runs
+        counts["positives_with"] += int(pos_f.sum())
+        counts["positives_without"] += int(pos_u.sum())
+        counts["made_positive_by_force"] += int((pos_f & ~pos_u).sum())
+        counts["reassigned_by_force"] += int((pos_f & pos_u & (idx_f != idx_u)).sum())
+        if labels.shape[1]:
+            hit = torch.zeros(labels.shape, dtype=torch.long).scatter_reduce_(1, idx_u, pos_u.long(), "amax") > 0
+            valid = labels >= 0
+            counts["objects"] += int(valid.sum())
+            counts["objects_without_positive_unforced"] += int((valid & ~hit).sum())
+    return {"split": split, **counts}
+
+
 def scale_specialisation(predictions: Sequence[dict], matches: Sequence[Sequence[ImageMatches]],
                          dataset: ShapeDetectionDataset) -> dict:
     """Which scale produced each true positive (IoU 0.5), by the class and size of the object it found."""
@@ -211,6 +238,58 @@ def scale_specialisation(predictions: Sequence[dict], matches: Sequence[Sequence
     by_class = {name: {f"scale{s + 1}": int(counts[c, :, s].sum()) for s in range(n_scales)}
                 for c, name in enumerate(CLASS_NAMES)}
     return {"true_positives": table, "by_class": by_class, "_counts": counts}
+
+
+FP_KINDS = ("duplicate", "mislocalised", "wrong class", "background")
+
+
+def false_positive_analysis(predictions: Sequence[dict], matches: Sequence[Sequence[ImageMatches]],
+                            dataset: ShapeDetectionDataset, min_score: float = CONFUSION_SCORE) -> dict:
+    """Why the confident false positives (score >= ``min_score``, IoU 0.5 matching) are false, and which scale
+    made them.
+
+    Kinds, by the detection's best IoU with the image's ground truths: ``duplicate`` (>= 0.5 with an object of its
+    class that a higher-scored detection already took), ``mislocalised`` (0.1-0.5 with an object of its class),
+    ``wrong class`` (>= 0.5 with an object of another class only), ``background``. For the mislocalised ones also
+    the median of |centre offset| / object width and of predicted / true width (on the closest object).
+    """
+    n_scales = len(FEATURE_MAP_SIZES)
+    out = {}
+    for c, name in enumerate(CLASS_NAMES):
+        kinds = np.zeros((len(FP_KINDS), n_scales), dtype=np.int64)
+        offsets, ratios = [], []
+        for pred, target, m in zip(predictions, dataset.targets, matches[c], strict=True):
+            fp = (m.matched_gt < 0) & ~m.ignored & (m.scores >= min_score)
+            if not fp.any():
+                continue
+            det = m.det_index[fp]
+            boxes = pred["boxes"].numpy()[det].astype(np.float64)
+            scales = pred["scales"].numpy()[det]
+            gt_boxes, gt_labels = target["boxes"].numpy().astype(np.float64), target["labels"].numpy()
+            same, other = gt_boxes[gt_labels == c], gt_boxes[gt_labels != c]
+            iou_same = iou_matrix(boxes, same) if len(same) else np.zeros((len(boxes), 1))
+            best_same = iou_same.max(axis=1)
+            best_other = iou_matrix(boxes, other).max(axis=1) if len(other) else np.zeros(len(boxes))
+            kind = np.select([best_same >= 0.5, best_same >= 0.1, best_other >= 0.5], [0, 1, 2], default=3)
+            np.add.at(kinds, (kind, scales), 1)
+            mis = kind == 1
+            if mis.any():
+                g = same[iou_same[mis].argmax(axis=1)]
+                b = boxes[mis]
+                gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+                dx = np.abs((b[:, 0] + b[:, 2]) - (g[:, 0] + g[:, 2])) / 2 / gw
+                dy = np.abs((b[:, 1] + b[:, 3]) - (g[:, 1] + g[:, 3])) / 2 / gh
+                offsets += np.maximum(dx, dy).tolist()
+                ratios += ((b[:, 2] - b[:, 0]) / gw).tolist()
+        out[name] = {
+            "total": int(kinds.sum()),
+            "by_kind": {k: int(kinds[i].sum()) for i, k in enumerate(FP_KINDS)},
+            "by_scale": {f"scale{s + 1}": int(kinds[:, s].sum()) for s in range(n_scales)},
+            "mislocalised_by_scale": {f"scale{s + 1}": int(kinds[1, s]) for s in range(n_scales)},
+            "mislocalised_median_centre_offset": float(np.median(offsets)) if offsets else None,
+            "mislocalised_median_width_ratio": float(np.median(ratios)) if ratios else None,
+        }
+    return {"min_score": min_score, "iou_threshold": 0.5, "per_class": out}
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -384,6 +463,28 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _false_positive_lines(f: dict) -> list[str]:
+    head = ["false positives"] + list(FP_KINDS) + [f"from scale {s + 1}" for s in range(len(FEATURE_MAP_SIZES))]
+    lines = ["", f"## Why the false positives at score >= {f['min_score']} are false (IoU 0.5 matching)", "",
+             "| class | " + " | ".join(head) + " | mislocalised: median centre offset / width, width ratio |",
+             "|---|" + "---|" * (len(head) + 1)]
+    for name, r in f["per_class"].items():
+        cells = [str(r["total"])] + [str(r["by_kind"][k]) for k in FP_KINDS] + [str(v) for v in r["by_scale"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(r['mislocalised_median_centre_offset'])}, "
+                     f"{_fmt(r['mislocalised_median_width_ratio'])} |")
+    lines += ["", "Duplicate: IoU >= 0.5 with an object of its class that a higher-scored detection already found; "
+                  "mislocalised: IoU 0.1-0.5 with one; wrong class: IoU >= 0.5 only with an object of another class."]
+    return lines
+
+
+def _force_match_line(f: dict) -> str:
+    return (f"Effect of the forced best-anchor match (`--force-match`) on the matching of the {f['split']} set: "
+            f"{f['positives_with']} positive anchors with it, {f['positives_without']} without; "
+            f"{f['made_positive_by_force']} anchors are positive only because of it and {f['reassigned_by_force']} "
+            f"positives change their object; without it {f['objects_without_positive_unforced']} of "
+            f"{f['objects']} objects would get no positive anchor.")
+
+
 def write_summary(m: dict, path: Path) -> None:
     names = list(CLASS_NAMES)
     lines = [
@@ -422,6 +523,7 @@ def write_summary(m: dict, path: Path) -> None:
               "|---|" + "---|" * len(cm["columns"])]
     for name, row in zip(cm["rows"], cm["matrix"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += _false_positive_lines(m["false_positives"])
     cov = m["anchor_coverage"]
     lines += ["", f"## Anchor coverage per scale (share of ground truths with an anchor IoU >= "
                   f"{cov['pos_threshold']}; mean best IoU in brackets)", "",
@@ -435,6 +537,7 @@ def write_summary(m: dict, path: Path) -> None:
     lines += ["", f"Ground truths with no anchor at IoU >= {cov['pos_threshold']} on any scale (matched only by "
                   f"the forced best-anchor match): {_fmt(cov['share_without_any_positive_anchor'])} "
                   f"({cov['without_any_positive_anchor_by_class']}).",
+              "", _force_match_line(m["force_match_effect"]),
               "", "## Scale specialisation (true positives at IoU 0.5 by the scale that produced them)", "",
               "| class | object size (px) | scale 1 | scale 2 | scale 3 |", "|---|---|---|---|---|"]
     for n in names:
@@ -446,10 +549,11 @@ def write_summary(m: dict, path: Path) -> None:
 
 
 def build_model(cfg: Config, state_dict: dict | None = None, path: str | Path = "") -> MultiScaleDetector:
-    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors)
+    """The configured detector (weights from ``state_dict`` if given), in the configured memory format."""
+    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors, cfg.head_dilation)
     if state_dict is not None:
         load_weights(model, state_dict, path)
-    return model
+    return model.to(memory_format=memory_format(cfg.channels_last))
 
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, results_dir: str | Path, device: str = "auto",
@@ -483,7 +587,9 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, results_dir: str | Pa
     coco_cls = [float(np.mean(col)) if not np.isnan(col).any() else float("nan") for col in zip(*coco, strict=True)]
     cm = confusion_matrix(preds, gts, cfg.num_classes, CONFUSION_SCORE)
     cov = anchor_coverage(dataset, cfg.pos_threshold)
+    forced = force_match_effect(dataset, cfg)
     spec = scale_specialisation(preds, matches, dataset)
+    fps = false_positive_analysis(preds, matches, dataset)
     t_metrics = time.perf_counter() - t0 - t_infer
 
     names = list(CLASS_NAMES)
@@ -501,7 +607,9 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, results_dir: str | Pa
         "confusion_matrix": {"score_threshold": CONFUSION_SCORE, "rows": names + ["(background)"],
                              "columns": names + ["(missed)"], "matrix": cm.tolist()},
         "anchor_coverage": cov,
+        "force_match_effect": forced,
         "scale_specialisation": spec,
+        "false_positives": fps,
         "num_detections": int(sum(len(p["scores"]) for p in preds)),
         "time": {"inference_s": t_infer, "metrics_s": t_metrics},
     }

@@ -44,7 +44,7 @@ from common.distributed import (  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import autocast, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.runtime import autocast, maybe_compile, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
 from common.training import (  # noqa: E402
     TIMING_KEY,
     check_finite,
@@ -58,9 +58,8 @@ from common.training import (  # noqa: E402
 )
 from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
 from problem1.dataset import ShapeDetectionDataset, ensure_data, iterate_batches, load_split  # noqa: E402
-from problem1.evaluate import validate  # noqa: E402
+from problem1.evaluate import build_model, validate  # noqa: E402
 from problem1.loss import DetectionLoss  # noqa: E402
-from problem1.model import MultiScaleDetector  # noqa: E402
 from problem1.utils import generate_anchors  # noqa: E402
 
 LOSS_KEYS = ("loss_obj", "loss_cls", "loss_loc", "loss_total")
@@ -127,7 +126,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     val_set = load_split(cfg.data_dir, "val", cfg.limit_val)
 
     set_seed(cfg.seed)
-    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors).to(device)
+    model = build_model(cfg).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start, log = 0, []
     if ckpt is not None:
@@ -138,7 +137,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
         return log
     train_set.to(device)
     val_set.to(device)
-    train_model = wrap_model(model, info, device)
+    train_model = maybe_compile(wrap_model(model, info, device), cfg.compile)
     criterion = build_criterion(cfg)
     anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
     if info.is_main:

@@ -32,3 +32,7 @@ class Config:
     hand_pairs: bool = cfg_field(True, "decode the two hand heatmaps jointly, one prediction per hand "
                                        "(their labels are ambiguous); --no-hand-pairs decodes every map alone")
     amp: bool = cfg_field(True, "bf16 autocast on CUDA (no effect on CPU)")
+    channels_last: bool = cfg_field(True, "channels-last memory format (NHWC) for the models: measured faster on CPU "
+                                    "(README, Performance)")
+    compile: bool = cfg_field(False, "torch.compile the models for training (compiles at start-up; see README, "
+                              "Performance)")

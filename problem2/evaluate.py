@@ -31,7 +31,7 @@ from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
 from common.plotting import pyplot  # noqa: E402
-from common.runtime import autocast, pick_device  # noqa: E402
+from common.runtime import autocast, memory_format, pick_device  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem2.config import DECODERS, PROBLEM  # noqa: E402
 from problem2.dataset import (  # noqa: E402
@@ -421,7 +421,8 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     load_weights(model, ckpt["model"], path)
-    return model.to(device).eval(), ckpt
+    # checkpoints made before the option existed ran channels-last too (see common.runtime.memory_format)
+    return model.to(device, memory_format=memory_format(cfg.get("channels_last", True))).eval(), ckpt
 
 
 # --- failure analysis ----------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ from common.io import atomic_torch_save, atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
 from common.runtime import (  # noqa: E402
     autocast,
+    maybe_compile,
+    memory_format,
     pick_device,
     rng_state,
     set_rng_state,
@@ -130,7 +132,7 @@ class Run:
     rng: dict
     config: dict  # the run's config plus method and keypoints: saved in every checkpoint of this model
     best: float = math.inf
-    ddp: torch.nn.Module | None = None  # the DDP wrapper of ``model`` under torchrun (training goes through it)
+    train_model: torch.nn.Module | None = None  # what training steps go through: DDP and/or compiled; None: model
     dist: DistInfo = dataclasses.field(default_factory=DistInfo)
 
 
@@ -138,7 +140,8 @@ def build_runs(cfg: Config, methods: list[str], names: list[str], device: torch.
     runs = []
     for method in methods:
         set_seed(cfg.seed)  # every model starts from the same initialisation stream
-        model = build_model(method, len(names), cfg.heatmap_size, cfg.skip).to(device)
+        model = build_model(method, len(names), cfg.heatmap_size, cfg.skip).to(
+            device, memory_format=memory_format(cfg.channels_last))
         config = {**dataclasses.asdict(cfg), "method": method, "num_keypoints": len(names), "keypoint_names": names}
         runs.append(Run(method, model, torch.optim.Adam(model.parameters(), lr=cfg.lr), rng_state(), config))
     return runs
@@ -174,7 +177,7 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
     Under torchrun this rank trains on its share of the order with ``batch_size / world_size`` images per step; the
     mean is averaged over ranks (every rank has the same number of images).
     """
-    model, info = run.ddp or run.model, run.dist
+    model, info = run.train_model or run.model, run.dist
     model.train()
     criterion = KeypointMSELoss()
     total = torch.zeros((), dtype=torch.float64, device=train_set.device)
@@ -255,9 +258,11 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
     methods = list(METHODS) if cfg.model == "both" else [cfg.model]
     runs = build_runs(cfg, methods, names, device)
     start, log = restore_last(ckpt, runs, last) if ckpt is not None else (0, [])
-    if info.enabled:
-        for r in runs:
-            r.ddp, r.dist = wrap_model(r.model, info, device), info
+    for r in runs:  # the module that training steps go through: DDP wrapper and/or compiled, else the model
+        if info.enabled:
+            r.train_model, r.dist = wrap_model(r.model, info, device), info
+        if cfg.compile:
+            r.train_model = maybe_compile(r.train_model or r.model, True)
 
     snap_path = results / "heatmap_snapshots.pt"
     snap_at = snapshot_epochs(cfg.epochs) if (snapshots and "heatmap" in methods) else set()

@@ -21,3 +21,12 @@ def test_bench_tiny_json(tiny_data, tmp_path, capsys):
         assert abs(ratio - row["real_over_pure"]) < 1e-9
     assert doc["meta"]["device"] == "cpu"
     assert "| problem1 |" in capsys.readouterr().out
+
+
+def test_bench_compare_layouts_rows(tiny_data, tmp_path):
+    out = tmp_path / "bench.json"
+    bench.main(["--problem", "2", "--device", "cpu", "--steps", "1", "--warmup", "0", "--compare-layouts",
+                "--data-dir", str(tiny_data), "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    layouts = ("channels_last", "contiguous")
+    assert set(rows) == {f"problem2 {m} {f}" for m in ("heatmap", "regression") for f in layouts}

@@ -204,3 +204,31 @@ def test_decode_threshold_and_cap():
     assert len(decode_predictions(outs, anchors, max_detections=10)[0]["scores"]) == 10
     assert len(decode_predictions(outs, anchors)[0]["scores"]) == 25
     assert len(decode_predictions(outs, anchors, score_threshold=0.99)[0]["scores"]) == 0
+
+
+def test_false_positive_analysis_known_kinds():
+    from types import SimpleNamespace
+
+    from problem1.evaluate import false_positive_analysis
+
+    target = {"boxes": torch.tensor([[50.0, 50, 114, 114], [150, 150, 180, 180]]), "labels": torch.tensor([1, 0])}
+    boxes = torch.tensor([
+        [50.0, 50, 114, 114],  # true positive (scale 2)
+        [52, 52, 116, 116],  # duplicate of it (scale 2)
+        [70, 70, 134, 134],  # mislocalised: IoU 44^2 / (2 * 64^2 - 44^2) = 0.31, centre 20 px = 0.3125 widths off
+        [150, 150, 180, 180],  # exactly on the circle, but called a square: wrong class (scale 1)
+        [0, 0, 20, 20],  # background (scale 1)
+        [0, 100, 20, 120],  # background, but below the score floor: not counted
+    ])
+    pred = {"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55, 0.2]),
+            "labels": torch.full((6,), 1), "scales": torch.tensor([1, 1, 2, 0, 0, 0])}
+    _, matches = evaluate_detections([pred], [target], 3)
+    f = false_positive_analysis([pred], matches, SimpleNamespace(targets=[target]), min_score=0.5)
+    sq = f["per_class"]["square"]
+    assert sq["total"] == 4
+    assert sq["by_kind"] == {"duplicate": 1, "mislocalised": 1, "wrong class": 1, "background": 1}
+    assert sq["by_scale"] == {"scale1": 2, "scale2": 1, "scale3": 1}
+    assert sq["mislocalised_by_scale"] == {"scale1": 0, "scale2": 0, "scale3": 1}
+    assert sq["mislocalised_median_centre_offset"] == pytest.approx(20 / 64)
+    assert sq["mislocalised_median_width_ratio"] == pytest.approx(1.0)
+    assert f["per_class"]["circle"]["total"] == 0

@@ -38,6 +38,23 @@ def test_regression_net():
     assert isinstance(build_model("regression"), RegressionNet) and isinstance(build_model("heatmap"), HeatmapNet)
 
 
+@pytest.mark.parametrize("method", ["heatmap", "regression"])
+def test_channels_last_gives_the_same_outputs(method):
+    from common.runtime import memory_format
+
+    torch.manual_seed(0)
+    ref = build_model(method).eval()
+    cl = build_model(method).eval()
+    cl.load_state_dict(ref.state_dict())
+    cl.to(memory_format=memory_format(True))
+    x = torch.rand(2, 1, 128, 128)  # NCHW-contiguous; with channels-last weights the convs still run NHWC
+    with torch.no_grad():
+        a, b = ref(x), cl(x)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if method == "heatmap":
+        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+
+
 def test_heatmap_loss_falls_on_a_tiny_overfit(tiny_data):
     torch.manual_seed(0)
     ds = load_split(tiny_data, "train")
