@@ -177,7 +177,7 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
     Under torchrun this rank trains on its share of the order with ``batch_size / world_size`` images per step; the
     mean is averaged over ranks (every rank has the same number of images).
     """
-    model, info = run.train_model or run.model, run.dist
+    model, info = (run.model if run.train_model is None else run.train_model), run.dist
     model.train()
     criterion = KeypointMSELoss()
     total = torch.zeros((), dtype=torch.float64, device=train_set.device)
@@ -262,7 +262,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
         if info.enabled:
             r.train_model, r.dist = wrap_model(r.model, info, device), info
         if cfg.compile:
-            r.train_model = maybe_compile(r.train_model or r.model, True)
+            r.train_model = maybe_compile(r.model if r.train_model is None else r.train_model, True)
 
     snap_path = results / "heatmap_snapshots.pt"
     snap_at = snapshot_epochs(cfg.epochs) if (snapshots and "heatmap" in methods) else set()

@@ -251,3 +251,18 @@ def test_baseline_plan_dedupes_the_default_run():
     assert len(runs) == 7 and list(families) == ["sigma", "resolution", "skip"]
     assert "sigma2_res64_skip" in families["sigma"] and "sigma2_res64_skip" in families["skip"]
     assert {runs[n]["heatmap_size"] for n in families["resolution"]} == {32, 64, 128}
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on CPU needs a C compiler")
+def test_compile_trains_the_same_model(tiny_data, tmp_path):
+    """``--compile`` is only an execution strategy: one epoch gives the eager run's losses to rounding.
+
+    (The heatmap model: the regression model's dropout draws different masks when compiled.)"""
+    common = ["--data-dir", str(tiny_data), "--device", "cpu", "--epochs", "1", "--model", "heatmap"]
+    assert run_main(train.main, [*common, "--results-dir", str(tmp_path / "eager")]) == 0
+    assert run_main(train.main, [*common, "--results-dir", str(tmp_path / "compiled"), "--compile"]) == 0
+    eager, compiled = log_of(tmp_path / "eager"), log_of(tmp_path / "compiled")
+    for a, b in zip(eager, compiled, strict=True):
+        assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-3)
+        assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], rel=1e-3)
