@@ -115,9 +115,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
     from problem1.train import build_criterion
     from problem1.utils import generate_anchors
 
-    cfg = Config(data_dir=str(data_dir))
-    if channels_last is not None:
-        cfg.channels_last = channels_last
+    cfg = Config(data_dir=str(data_dir), **({} if channels_last is None else {"channels_last": channels_last}))
     ensure_data(data_dir, is_default=False)
     train_set, val_set = load_split(data_dir, "train").to(device), load_split(data_dir, "val").to(device)
     set_seed(cfg.seed)

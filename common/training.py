@@ -113,9 +113,8 @@ def interrupted_message(results_dir: str | Path, last_epoch: int, resume_cmd: st
             f"resume with: {resume_cmd} --resume")
 
 
-# On --resume these come from the command line; everything else from the checkpoint, so the run stays the same run.
-# What a resumed run may change: where and how long it runs, and how it executes (memory format and
-# torch.compile change speed, not the model or the optimisation).
+# On --resume these come from the command line; everything else from the checkpoint, so the run stays the same run:
+# where and how long it runs, and how it executes (memory format and torch.compile change speed, not the model).
 RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir", "channels_last", "compile")
 
 
@@ -130,4 +129,4 @@ def resumed_config(cls: type, saved: dict, cfg: Any) -> Any:
     if changed:
         print(f"note: resuming with the checkpoint's {', '.join(changed)}; only {', '.join(RESUME_OVERRIDES)} "
               "may change on --resume", file=sys.stderr)
-    return dataclasses.replace(old, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES if hasattr(cfg, k)})
+    return dataclasses.replace(old, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
