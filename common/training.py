@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,37 @@ TIMING_KEY = "time"  # per-epoch timing lives under this key, apart from the met
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling generator of one epoch; independent of how many epochs ran before (resume)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The learning-rate multiplier of each optimiser step (0-based), for ``torch.optim.lr_scheduler.LambdaLR``.
+
+    A linear warm-up over the first ``warmup_steps`` steps (from ``1 / warmup_steps`` to 1), then ``'constant'``
+    keeps 1 and ``'cosine'`` follows half a cosine from 1 down to 0 at step ``total_steps``.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / decay_steps)))
+
+    return factor
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int,
+                       warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """A per-step scheduler, or ``None`` for a constant rate without warm-up (the optimiser alone, unchanged)."""
+    if schedule == "constant" and warmup_steps == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, total_steps, warmup_steps))
 
 
 def save_checkpoint(path: str | Path, *, problem: str, config: Any, model: torch.nn.Module,

@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from common.config import cfg_field
+from common.training import LR_SCHEDULES
 
 PROBLEM = "problem1"  # tag stored in checkpoints, so the other problem's checkpoints are refused
 
@@ -32,6 +33,11 @@ class Config:
     lr: float = cfg_field(0.001, "SGD learning rate", gt=0)
     momentum: float = cfg_field(0.9, "SGD momentum", min=0)
     weight_decay: float = cfg_field(0.0, "SGD weight decay (not in the specification, so off)", min=0)
+    lr_schedule: str = cfg_field("constant", "learning-rate schedule over the run, stepped every batch: constant "
+                                 "(the specification) or cosine (half a cosine from --lr down to 0 at the last epoch)",
+                                 choices=LR_SCHEDULES)
+    warmup_epochs: int = cfg_field(0, "epochs of linear learning-rate warm-up before the schedule (0: none, the "
+                                   "specification)", min=0)
     seed: int = cfg_field(641, "seed of model initialisation and shuffling")
     device: str = cfg_field("auto", "auto, cpu, cuda, cuda:N or mps")
     amp: bool = cfg_field(True, "bf16 autocast on CUDA (CPU runs stay fp32)")

@@ -358,9 +358,10 @@ def plot_anchor_coverage(cov: dict, path: Path) -> None:
         vals = [sc["by_class"][n]["share_with_positive_anchor"] or 0 for n in CLASS_NAMES]
         ax2.bar(x + (s - 1) * width, vals, width, color=colors[s], label=f"scale {s + 1}")
     ax2.set_xticks(x, [f"{n}\n(n={int((labels == c).sum())})" for c, n in enumerate(CLASS_NAMES)])
-    ax2.set(ylabel=f"share of ground truths with an anchor IoU >= {cov['pos_threshold']}", ylim=(0, 1.05),
-            title="Anchor coverage per scale")
-    ax2.legend()
+    # headroom above the bars, so the legend never hides a bar at 1.0
+    ax2.set(ylabel=f"share of ground truths with an anchor IoU >= {cov['pos_threshold']}", ylim=(0, 1.2),
+            yticks=np.linspace(0, 1, 6), title="Anchor coverage per scale")
+    ax2.legend(loc="upper center", ncol=3)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
@@ -370,7 +371,7 @@ def plot_scale_specialisation(spec: dict, path: Path) -> None:
     plt = pyplot()
     counts = spec["_counts"]  # [C, bins, S]
     rows = [(c, i) for c in range(counts.shape[0]) for i in range(counts.shape[1]) if counts[c, i].sum()]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * max(len(rows), 1) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * max(len(rows), 1) + 1.5))
     colors = ("tab:blue", "tab:orange", "tab:green")
     left = np.zeros(len(rows))
     for s in range(counts.shape[2]):
@@ -382,7 +383,7 @@ def plot_scale_specialisation(spec: dict, path: Path) -> None:
     ax.invert_yaxis()
     ax.set(xlabel="share of true positives (IoU 0.5) produced by each scale", xlim=(0, 1),
            title="Scale specialisation: which head finds which objects")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # outside: the bars fill the axes
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)

@@ -6,6 +6,7 @@ Usage::
     python problem1/train.py                         # the specified run: SGD 0.001/0.9, 50 epochs, batch 16
     python problem1/train.py --epochs 1 --limit-train 32 --limit-val 16 --results-dir /tmp/p1   # a quick check
     python problem1/train.py --resume                # continue from RESULTS_DIR/last.pth
+    python problem1/train.py --lr 0.01 --lr-schedule cosine --warmup-epochs 1   # a stronger optimiser (not the spec)
     torchrun --nproc_per_node=2 problem1/train.py     # DDP (gloo on CPU, nccl on CUDA); --batch-size stays the
                                                     # global batch, see common/distributed.py
 
@@ -47,6 +48,7 @@ from common.progress import progress  # noqa: E402
 from common.runtime import autocast, maybe_compile, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
 from common.training import (  # noqa: E402
     TIMING_KEY,
+    build_lr_scheduler,
     check_finite,
     epoch_generator,
     interrupted_message,
@@ -76,8 +78,11 @@ def build_criterion(cfg: Config) -> DetectionLoss:
 
 def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer: torch.optim.Optimizer,
                     dataset: ShapeDetectionDataset, anchors: torch.Tensor, cfg: Config, device: torch.device,
-                    epoch: int, info: DistInfo | None = None) -> dict[str, float]:
+                    epoch: int, info: DistInfo | None = None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, float]:
     """One pass over ``dataset`` in the epoch's own shuffled order; returns the mean loss per term (per image).
+
+    ``scheduler``, if any, is stepped after every optimiser step.
 
     Under torchrun ``model`` is the DDP wrapper and this rank trains on its share of the order; the means are
     averaged over ranks (every rank has the same number of images). The loss is normalised by the positives of
@@ -100,6 +105,8 @@ def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer:
         optimizer.zero_grad(set_to_none=True)
         losses["loss_total"].backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         for k in LOSS_KEYS:
             sums[k] += losses[k].detach() * len(idx)
         if step % sync_every == 0 or step == len(batches):
@@ -128,9 +135,13 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     set_seed(cfg.seed)
     model = build_model(cfg).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps_per_epoch = sum(1 for _ in iterate_batches(len(train_set), local_batch_size(cfg.batch_size, info),
+                                                     None, info))
+    scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs * steps_per_epoch,
+                                   cfg.warmup_epochs * steps_per_epoch)
     start, log = 0, []
     if ckpt is not None:
-        start, log = restore_training(ckpt, model, optimizer, path=results / "last.pth")
+        start, log = restore_training(ckpt, model, optimizer, scheduler, path=results / "last.pth")
         print(f"resuming after epoch {start} from {results / 'last.pth'}")
     if start >= cfg.epochs:
         print(f"nothing to do: {results / 'last.pth'} already holds epoch {start} of {cfg.epochs}")
@@ -152,7 +163,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
         for epoch in range(start + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             train_losses = train_one_epoch(train_model, criterion, optimizer, train_set, anchors, cfg, device, epoch,
-                                           info)
+                                           info, scheduler)
             t1 = time.perf_counter()
             # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
             broadcast_buffers(model, info)
@@ -177,7 +188,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
                                     log=log)
             if info.is_main:
                 save_checkpoint(results / "last.pth", problem=PROBLEM, config=cfg, model=model, optimizer=optimizer,
-                                epoch=epoch, log=log)
+                                scheduler=scheduler, epoch=epoch, log=log)
                 write_log(results / "training_log.json", log)
             saved = epoch
             print(f"epoch {epoch}/{cfg.epochs}  train {train_losses['loss_total']:.4f} "
