@@ -29,13 +29,17 @@ import torch
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent)
 
+from common.cli import command_line, require_output_dir  # noqa: E402
+from common.data import ensure_data  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.runtime import (  # noqa: E402
+    AMP_HELP,
     autocast,
     maybe_compile,
     memory_format,
     pick_device,
+    resolve_precision,
     set_seed,
     tune_cpu_allocator,
 )
@@ -106,23 +110,27 @@ def _full_batches(n: int, b: int) -> list[torch.Tensor]:
 
 
 def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int,
-                   channels_last: bool | None = None, compile: bool = False) -> dict:
+                   channels_last: bool | None = None, compile: bool = False, amp: bool | None = None) -> dict:
     """``channels_last``: the model's memory format (``None``: the config default); ``compile``: time the
-    training and inference steps through ``torch.compile`` (evaluation stays eager, as in the trainers)."""
-    from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE, Config
-    from problem1.dataset import ensure_data, load_split
-    from problem1.evaluate import build_model, validate
-    from problem1.train import build_criterion
-    from problem1.utils import generate_anchors
+    training and inference steps through ``torch.compile`` (evaluation stays eager, as in the trainers);
+    ``amp``: the ``--amp`` switch (``None``: the default precision of ``device``)."""
+    from problem1.config import IMAGE_SIZE, Config
+    from problem1.dataset import load_split
+    from problem1.evaluate import evaluate
+    from problem1.loss import build_criterion
+    from problem1.model import build_model
+    from problem1.train import build_optimizer
+    from problem1.utils import default_anchors
 
-    cfg = Config(data_dir=str(data_dir), **({} if channels_last is None else {"channels_last": channels_last}))
-    ensure_data(data_dir, is_default=False)
+    cfg = Config(data_dir=str(data_dir), amp=amp,
+                 **({} if channels_last is None else {"channels_last": channels_last}))
+    ensure_data(data_dir, is_default=False, dataset="detection")
     train_set, val_set = load_split(data_dir, "train").to(device), load_split(data_dir, "val").to(device)
     set_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    opt = build_optimizer(model, cfg)
     criterion = build_criterion(cfg)
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
+    anchors = default_anchors().to(device)
     b = cfg.batch_size
     batches = _full_batches(len(train_set), b)
     fake_images = torch.rand(b, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
@@ -133,7 +141,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         _, boxes, labels = train_set.get_batch(batches[i % len(batches)])
         criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
 
-    return bench_case(
+    return {"precision": resolve_precision(device, cfg.amp)} | bench_case(
         maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
         fake_loss=lambda out: sum(o.float().square().mean() for o in out),
         real_batch=lambda i: train_set.get_batch(batches[i % len(batches)]),
@@ -141,33 +149,35 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         non_model=non_model,
         infer_batches=lambda: (val_set.get_batch(idx)[0] for idx in torch.arange(len(val_set)).split(
             cfg.eval_batch_size)),
-        full_eval=lambda: validate(model, val_set, cfg, device),
+        full_eval=lambda: evaluate(model, val_set, cfg, device),
         n_val=len(val_set), device=device, steps=steps, warmup=warmup)
 
 
 def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int, compile: bool = False,
-                   channels_last: bool | None = None) -> dict:
-    """Both models; ``channels_last`` and ``compile`` as in :func:`bench_problem1`."""
+                   channels_last: bool | None = None, amp: bool | None = None) -> dict:
+    """Both models; ``channels_last``, ``compile`` and ``amp`` as in :func:`bench_problem1`."""
+    from problem2.codec import build_codec
     from problem2.config import Config
     from problem2.evaluate import evaluate
-    from problem2.loss import KeypointMSELoss
+    from problem2.loss import build_criterion
     from problem2.model import build_model
-    from problem2.train import VAL_BATCH_SIZE, ensure_data, load_data
+    from problem2.train import VAL_BATCH_SIZE, build_optimizer, load_data
 
-    cfg = Config(data_dir=str(data_dir))
-    ensure_data(data_dir)
+    cfg = Config(data_dir=str(data_dir), amp=amp)
+    ensure_data(data_dir, is_default=False, dataset="keypoints")
     train_all, val_all = (d.to(device) for d in load_data(cfg))
-    criterion = KeypointMSELoss()
+    criterion = build_criterion()
     b = cfg.batch_size
     batches = _full_batches(len(train_all), b)
     fake_images = torch.rand(b, 1, 128, 128, device=device)
     results = {}
     for method in ("heatmap", "regression"):
-        train_set, val_set = train_all.with_targets(method), val_all.with_targets(method)
+        codec = build_codec(method, cfg, train_all.keypoint_names)
+        train_set, val_set = train_all.with_codec(codec), val_all.with_codec(codec)
         set_seed(cfg.seed)
         model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(
             device, memory_format=memory_format(cfg.channels_last if channels_last is None else channels_last))
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = build_optimizer(model, cfg)
         _, fake_targets, _ = train_set.get_batch(batches[0])
         fake_out = torch.rand_like(fake_targets, requires_grad=True)
 
@@ -175,7 +185,7 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
             _, targets, _ = train_set.get_batch(batches[i % len(batches)])
             criterion(fake_out, targets)["loss"].backward()
 
-        results[method] = bench_case(
+        results[method] = {"precision": resolve_precision(device, cfg.amp)} | bench_case(
             maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
             fake_loss=lambda out, t=fake_targets: (out.float() - t).square().mean(),
             real_batch=lambda i, ts=train_set: ts.get_batch(batches[i % len(batches)]),
@@ -183,18 +193,32 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
             non_model=non_model,
             infer_batches=lambda vs=val_set: (vs.get_batch(idx)[0] for idx in torch.arange(len(vs)).split(
                 VAL_BATCH_SIZE)),
-            full_eval=lambda m=model, meth=method, vs=val_set: evaluate(m, meth, vs, VAL_BATCH_SIZE, cfg.decoder,
-                                                                        cfg.amp),
+            full_eval=lambda m=model, vs=val_set: evaluate(m, vs, VAL_BATCH_SIZE, cfg.amp),
             n_val=len(val_set), device=device, steps=steps, warmup=warmup)
     return results
 
 
+def amp_speedups(rows: dict[str, dict]) -> dict[str, dict]:
+    """For each run timed in both precisions (rows ``'<run> fp32'`` and ``'<run> bf16'``): bf16 over fp32 in
+    images per second, for the real training step and the evaluation."""
+    out = {}
+    for name, r in rows.items():
+        base = name.removesuffix(" bf16")
+        fp32 = rows.get(base + " fp32")
+        if name.endswith(" bf16") and fp32 is not None and r["precision"] == "bf16":
+            out[base] = {k: r[k]["images_per_s"] / fp32[k]["images_per_s"]
+                         for k in ("real_training_step", "evaluation_val")}
+    return out
+
+
 def format_table(rows: dict[str, dict]) -> str:
-    head = ("run", "pure img/s", "real img/s", "real/pure", "non-model ms", "eval img/s", "eval/infer", "peak MB")
+    head = ("run", "precision", "pure img/s", "real img/s", "real/pure", "non-model ms", "eval img/s", "eval/infer",
+            "peak MB")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for name, r in rows.items():
         lines.append(" | ".join([
-            name, f"{r['pure_model_step']['images_per_s']:.1f}", f"{r['real_training_step']['images_per_s']:.1f}",
+            name, r["precision"], f"{r['pure_model_step']['images_per_s']:.1f}",
+            f"{r['real_training_step']['images_per_s']:.1f}",
             f"{r['real_over_pure']:.3f}", f"{r['non_model_ms_per_step']:.2f}",
             f"{r['evaluation_val']['images_per_s']:.1f}", f"{r['evaluation_over_inference']:.3f}",
             f"{r['peak_memory_mb']:.0f}"]))
@@ -213,32 +237,48 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare-layouts", action="store_true",
                    help="time both memory formats (channels-last and contiguous), not just the configured one")
     p.add_argument("--compile", action="store_true", help="time the training and inference steps under torch.compile")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=AMP_HELP)
+    p.add_argument("--compare-amp", action="store_true",
+                   help="time every run in fp32 (--no-amp) and in bf16 (--amp) side by side; where bf16 is not "
+                        "available (a CPU without native bf16) both rows are fp32 and no speed-up is reported")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
+    if args.json:
+        if Path(args.json).is_dir():
+            raise UserError(f"--json {args.json}: is a folder, not a file")
+        require_output_dir(Path(args.json).parent, "--json")
     device = pick_device(args.device)
     tune_cpu_allocator()
     rows = {}
     layouts = [(" channels_last", True), (" contiguous", False)] if args.compare_layouts else [("", None)]
+    precisions = [(" fp32", False), (" bf16", True)] if args.compare_amp else [("", args.amp)]
     for suffix, cl in layouts:
-        if args.problem in ("1", "all"):
-            rows["problem1" + suffix] = bench_problem1(Path(args.data_dir), device, args.steps, args.warmup, cl,
-                                                       args.compile)
-        if args.problem in ("2", "all"):
-            for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup, args.compile,
-                                            cl).items():
-                rows[f"problem2 {method}{suffix}"] = r
+        for amp_suffix, amp in precisions:
+            if args.problem in ("1", "all"):
+                rows["problem1" + suffix + amp_suffix] = bench_problem1(
+                    Path(args.data_dir), device, args.steps, args.warmup, cl, args.compile, amp)
+            if args.problem in ("2", "all"):
+                for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup, args.compile,
+                                                cl, amp).items():
+                    rows[f"problem2 {method}{suffix}{amp_suffix}"] = r
     sync(device)
     meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "steps": args.steps, "warmup": args.warmup,
             "compile": args.compile,
-            "command": "python bench.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": command_line("bench.py", argv)}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     print(format_table(rows))
+    speedups = amp_speedups(rows)
+    for name, s in speedups.items():
+        print(f"{name}: bf16 / fp32 images per second: training step {s['real_training_step']:.2f}x, "
+              f"evaluation {s['evaluation_val']:.2f}x")
+    if args.compare_amp and not speedups:
+        print(f"bf16 is not available on {device} here (no native bf16), so both precisions ran in fp32")
     print(json.dumps(meta))
     if args.json:
-        atomic_write_json(args.json, {"meta": meta, "results": rows})
+        atomic_write_json(args.json, {"meta": meta, "results": rows, "amp_speedups": speedups})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 if __package__ in (None, ""):  # `python generate_datasets.py`: make `common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common.cli import require_output_dir  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.progress import progress  # noqa: E402
 
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.num_train < 0 or args.num_val < 0:
         raise UserError(f"--num_train and --num_val must be >= 0 (got {args.num_train}, {args.num_val})")
+    require_output_dir(args.output_dir, "--output_dir")
     out = generate(args.output_dir, args.num_train, args.num_val, args.seed, args.only)
     print(f"wrote datasets to {out.resolve()}")
 

@@ -36,7 +36,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[C]) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         typ = hints[f.name]
         kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": default, "dest": f.name}
-        if typ is bool:
+        if typ is bool or typ == bool | None:  # bool | None: None when neither --x nor --no-x is given
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             origin = typing.get_origin(typ)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -51,17 +52,44 @@ def load_images(image_dir: Path, file_names: list[str], size: int, mode: str, an
         if not path.is_file():
             raise UserError(f"{path}: image listed in {annotation_file} not found")
         try:
-            with Image.open(path) as im:
-                im.load()
+            # Image.open reads only the header, so a wrong size is rejected before any pixel is decoded
+            # (a small PNG can declare 30000x30000 and decode to gigabytes).
+            with warnings.catch_warnings():  # a large declared size warns here; it is rejected just below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+            with im:
                 if im.size != (size, size):
                     raise UserError(f"{path}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
+                im.load()
                 if im.mode != mode:
                     im = im.convert(mode)
                     converted += 1
                 arr = np.asarray(im)
+        except Image.DecompressionBombError as e:  # raised by Image.open itself for a huge declared size
+            raise UserError(f"{path}: refused as a decompression bomb ({e})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise UserError(f"{path}: unreadable or truncated image ({e})") from None
         out[i] = arr.reshape(size, size, channels)
     if converted:
         print(f"note: converted {converted} image(s) in {image_dir} to mode {mode}", file=sys.stderr)
     return out
+
+
+def ensure_data(data_dir: str | Path, is_default: bool, dataset: str) -> None:
+    """Generate the reference data (both datasets, seed 641) when ``data_dir`` holds neither a ``dataset`` folder
+    (``'detection'`` or ``'keypoints'``) nor is such a folder itself, and is the default folder or missing/empty.
+
+    Any other folder without data is left alone, so pointing ``--data-dir`` at a wrong place is an error that
+    names the missing file, not a silent generation somewhere unexpected. A ``data_dir`` that is a file is an error.
+    """
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir}: is a file, not a folder")
+    if (data_dir / dataset).exists() or (data_dir / "train_annotations.json").exists():  # or the dataset folder itself
+        return
+    empty = not data_dir.exists() or not any(p.name != "README.md" for p in data_dir.iterdir())
+    if is_default or empty:
+        from generate_datasets import generate  # the repository root is on sys.path for the scripts and tests
+
+        print(f"no data in {data_dir}: generating the reference datasets there (1000/200 images, seed 641)")
+        generate(data_dir)

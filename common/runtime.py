@@ -42,16 +42,35 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def rng_state() -> dict:
-    """Every RNG state a resumed run needs to continue bit-identically."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state a resumed run needs to continue bit-identically, in a form ``torch.load(weights_only=True)``
+    accepts: tensors, lists, numbers and strings only (no NumPy arrays or other pickled objects)."""
+    version, words, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)  # {'bit_generator', 'state': {'key', 'pos'}, 'has_gauss', 'gauss'}
+    state = {
+        "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore :func:`rng_state`'s output, or the pre-2026-11 form (Python's tuple and NumPy's legacy tuple)."""
+    py = state["python"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(int(w) for w in py["state"].tolist()), py["gauss"])
+    random.setstate(py)
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        npy = {"bit_generator": npy["bit_generator"],
+               "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+               "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]}
+    np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -73,10 +92,47 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere (CPU runs stay fp32, exact and deterministic)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_native_bf16() -> bool:
+    """PyTorch's own check for bf16 arithmetic in hardware (AVX512-BF16 or AMX), not ``/proc/cpuinfo``.
+
+    Without it oneDNN emulates bf16, which is slower than fp32, so autocast would only cost accuracy.
+    """
+    cpu = torch.cpu
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and bool(check()) for check in checks)
+
+
+PRECISIONS = ("fp32", "bf16")
+AMP_HELP = ("bf16 autocast of the model's forward pass. Default (neither flag): bf16 on CUDA, exact fp32 on CPU. "
+            "--amp: bf16 also on CPUs with native bf16 (AVX512-BF16/AMX; others stay fp32). --no-amp: exact fp32 "
+            "everywhere")
+
+
+def resolve_precision(device: torch.device, amp: bool | None) -> str:
+    """The precision a run actually uses: ``'bf16'`` (autocast) or ``'fp32'``.
+
+    ``amp`` is the ``--amp/--no-amp`` switch: ``False`` is always exact fp32. ``None`` (neither flag) is the
+    default: bf16 on CUDA, fp32 on CPU (bf16 on CPU is opt-in until its full-run validation passes; README,
+    "Mixed precision"). ``True`` asks for bf16, which CUDA and CPUs with native bf16 get; emulated bf16 is
+    slower than fp32, so other CPUs (and MPS) stay fp32.
+    """
+    if amp is False:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and amp is True and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, amp: bool | None):
+    """bf16 autocast where :func:`resolve_precision` says so, else a no-op (exact fp32).
+
+    Only the model's forward pass goes under it: losses, box decoding, NMS, AP, heatmap decoding and PCK take
+    float32 (callers upcast outputs with ``.float()``).
+    """
+    if resolve_precision(device, amp) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

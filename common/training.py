@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,11 +60,21 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, total_steps, warmup_steps))
 
 
+# Version 2 (2026-11): RNG states in plain form, so checkpoints load with ``weights_only=True``, and ``amp`` may be
+# None (the default precision). Version 1 files have no "format" key.
+CHECKPOINT_FORMAT = 2
+
+
 def save_checkpoint(path: str | Path, *, problem: str, config: Any, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, epoch: int = 0,
                     log: list | None = None, extra: dict | None = None) -> Path:
-    """Write a self-describing checkpoint atomically (config included, so evaluation needs nothing else)."""
+    """Write a self-describing checkpoint atomically (config included, so evaluation needs nothing else).
+
+    It holds only what ``torch.load(weights_only=True)`` accepts: tensors, dicts, lists, tuples, numbers,
+    strings and None.
+    """
     state = {
+        "format": CHECKPOINT_FORMAT,
         "problem": problem,
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
         "model": model.state_dict(),
@@ -80,31 +91,99 @@ def save_checkpoint(path: str | Path, *, problem: str, config: Any, model: torch
     return atomic_torch_save(path, state)
 
 
+def _legacy_numpy_globals() -> list[tuple[Any, str]]:
+    """What a version-1 checkpoint's NumPy RNG state (a tuple holding a uint32 array) needs to unpickle, as
+    ``(object, name in the pickle)`` pairs for :func:`torch.serialization.safe_globals`.
+
+    Only array reconstruction: none of these runs user code. Allowlisted for that one load, never globally.
+    """
+    import numpy as np
+
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray  # numpy >= 2 renamed numpy.core
+    pairs = [(multiarray._reconstruct, "numpy._core.multiarray._reconstruct"),
+             (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),  # pickled by numpy 1.x
+             (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        pairs.append((dtypes.UInt32DType, "numpy.dtypes.UInt32DType"))
+    return pairs
+
+
+def _refused(path: Path, names: list[str]) -> UserError:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return UserError(f"{path}: refused to load: it holds objects a checkpoint may not contain ({shown}); "
+                     "only tensors, numbers, strings, lists and dicts are read, and no code from it was run")
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: a file can never run code when it is read.
+
+    Version-1 checkpoints of this project pickled NumPy's RNG state; exactly the globals that state needs are
+    allowlisted for such a file, and a file that needs anything else is refused with a :class:`UserError`.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # an object the safe loader refuses: see whether it is only the legacy NumPy state
+    except Exception as e:  # torch raises many types for corrupt files
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    legacy = _legacy_numpy_globals()
+    allowed = {name for _, name in legacy}
+    try:
+        # Reads the pickle's opcodes only; nothing is imported or called.
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    unknown = sorted(set(needed) - allowed)
+    if unknown:
+        raise _refused(path, unknown)
+    try:
+        with torch.serialization.safe_globals(legacy):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refused(path, [str(e).strip().splitlines()[0][:120]]) from None
+    except Exception as e:
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+
+
 def load_checkpoint(path: str | Path, problem: str) -> dict:
-    """Load a checkpoint on CPU; missing file, unreadable file or the other problem's file is a UserError."""
+    """Load a checkpoint safely on CPU; missing, unreadable, unsafe or the other problem's file is a UserError.
+
+    A version-1 checkpoint's ``amp=True`` meant "bf16 on CUDA, fp32 on CPU", which is today's default (None).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
-    try:
-        # Our checkpoints hold RNG states (numpy arrays, tuples), so they are not weights-only.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for corrupt files
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path}: not a checkpoint written by this project")
     if ckpt.get("problem") != problem:
         raise UserError(f"{path}: checkpoint is from {ckpt.get('problem', 'an unknown model')}, expected {problem}")
+    config = ckpt.get("config")
+    if ckpt.get("format", 1) < 2 and isinstance(config, dict) and config.get("amp") is True:
+        ckpt["config"] = {**config, "amp": None}
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
-    """``load_state_dict`` with a one-line error when shapes or keys do not fit the model."""
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise UserError(f"{path}: checkpoint does not fit this model ({detail})") from None
+def _some(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def load_weights(model: torch.nn.Module, state_dict: Any, path: str | Path) -> None:
+    """``load_state_dict`` with a one-line error naming a few missing, unexpected or misshapen keys and their counts."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise UserError(f"{path}: checkpoint does not fit this model (its weights are not a dict of tensors)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    misshapen = [f"{k} {list(state_dict[k].shape)} vs {list(v.shape)}" for k, v in own.items()
+                 if k in state_dict and state_dict[k].shape != v.shape]
+    problems = [f"{len(keys)} {what} ({_some(keys)})" for what, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshapen)) if keys]
+    if problems:
+        raise UserError(f"{path}: checkpoint does not fit this model: {'; '.join(problems)}")
+    model.load_state_dict(state_dict)
 
 
 def restore_training(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,

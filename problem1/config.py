@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from common.config import cfg_field
+from common.runtime import AMP_HELP
 from common.training import LR_SCHEDULES
 
 PROBLEM = "problem1"  # tag stored in checkpoints, so the other problem's checkpoints are refused
@@ -40,7 +41,7 @@ class Config:
                                    "specification)", min=0)
     seed: int = cfg_field(641, "seed of model initialisation and shuffling")
     device: str = cfg_field("auto", "auto, cpu, cuda, cuda:N or mps")
-    amp: bool = cfg_field(True, "bf16 autocast on CUDA (CPU runs stay fp32)")
+    amp: bool | None = cfg_field(None, AMP_HELP)
     # -- model
     num_classes: int = cfg_field(3, "number of object classes", min=1, cli=False)
     num_anchors: int = cfg_field(3, "anchors per location and scale", min=1, cli=False)

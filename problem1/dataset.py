@@ -186,24 +186,6 @@ def load_split(data_dir: str | Path, split: str, limit: int = 0) -> ShapeDetecti
     return ShapeDetectionDataset(root / split, root / f"{split}_annotations.json", limit=limit)
 
 
-def ensure_data(data_dir: str | Path, is_default: bool) -> None:
-    """Generate the reference data (both datasets, seed 641) when ``data_dir`` has no ``detection/`` and is the
-    default folder or missing/empty.
-
-    Any other folder without data is left alone, so pointing ``--data-dir`` at a wrong place is an error that
-    names the missing file, not a silent generation somewhere unexpected.
-    """
-    data_dir = Path(data_dir)
-    if detection_dir(data_dir).exists():
-        return
-    empty = not data_dir.exists() or not any(p.name != "README.md" for p in data_dir.iterdir())
-    if is_default or empty:
-        from generate_datasets import generate  # the repository root is on sys.path for the scripts and tests
-
-        print(f"no data in {data_dir}: generating the reference datasets there (1000/200 images, seed 641)")
-        generate(data_dir)
-
-
 def object_sizes(boxes: Tensor) -> Tensor:
     """``boxes (Tensor[N, 4])`` xyxy -> ``Tensor[N]`` object size in pixels, ``sqrt(w * h)``."""
     return ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0).sqrt()

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from problem1.config import Config
 from problem1.utils import (
     VARIANCES,
     encode_boxes,
@@ -126,3 +127,9 @@ class DetectionLoss(nn.Module):
         w_obj, w_cls, w_loc = self.weights
         total = w_obj * loss_obj + w_cls * loss_cls + w_loc * loss_loc
         return {"loss_obj": loss_obj, "loss_cls": loss_cls, "loss_loc": loss_loc, "loss_total": total}
+
+
+def build_criterion(cfg: Config) -> DetectionLoss:
+    """The configured criterion (matching thresholds, forced match, hard-negative counts)."""
+    return DetectionLoss(cfg.num_classes, cfg.num_anchors, cfg.pos_threshold, cfg.neg_threshold, cfg.force_match,
+                         cfg.neg_pos_ratio, cfg.min_negatives)

@@ -2,8 +2,9 @@
 
 :func:`match_detections` reproduces ``pycocotools.cocoeval.COCOeval.evaluateImg`` for one IoU threshold, area
 range 'all' and at most ``max_detections`` detections per image and class; :func:`accumulate` reproduces
-``COCOeval.accumulate`` (101 recall points, precision made monotone from the right). ``compute_ap`` in
-``evaluate.py`` is the public entry point; the tests compare it with pycocotools to 1e-6.
+``COCOeval.accumulate`` (101 recall points, precision made monotone from the right). :func:`compute_ap` is the
+public entry point (also importable from ``evaluate.py``); the tests compare it with pycocotools to 1e-6. The two
+other AP variants of the evaluation are built on it: :func:`ap_hidden_ignored` and :func:`ap_50_95`.
 
 Ground truths may carry an ``ignore`` mask. An ignored ground truth is handled as COCO handles one outside the
 area range: it is not a miss when nothing finds it, a detection matched to it is neither a true nor a false
@@ -16,7 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from problem1.config import CLASS_NAMES
+
 REC_THRS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds (np.linspace, not arange, as in pycocotools)
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # AP@[.5:.95]
+HIDDEN_VISIBILITY = 0.1  # objects below this visibility are "ignore" in the hidden-ignored mAP
 
 
 def _np(x, dtype=None) -> np.ndarray:
@@ -151,6 +156,54 @@ def mean_ap(aps: Sequence[float]) -> float:
     """Mean over the classes that have ground truth (COCO skips absent classes); nan if none has any."""
     valid = [a for a in aps if not np.isnan(a)]
     return float(np.mean(valid)) if valid else float("nan")
+
+
+def compute_ap(predictions: Sequence[dict], ground_truths: Sequence[dict], iou_threshold: float = 0.5,
+               num_classes: int = len(CLASS_NAMES), max_detections: int = 100) -> dict:
+    """COCO 101-point interpolated AP per class at one IoU threshold (equal to pycocotools, area 'all', 100 dets).
+
+    Args:
+        predictions: per image ``{'boxes' [N, 4] xyxy, 'scores' [N], 'labels' [N]}``.
+        ground_truths: per image ``{'boxes' [M, 4] xyxy, 'labels' [M]}``; an optional ``'ignore' [M]`` bool marks
+            ground truths that are neither missed nor matched as TP (module docstring).
+
+    Returns:
+        ``{'ap_per_class': [C floats by class id], 'mAP': float}``; a class without ground truth has AP ``nan``
+        and is left out of the mean, as pycocotools leaves it out.
+    """
+    curves, _ = evaluate_detections(predictions, ground_truths, num_classes, iou_threshold, max_detections)
+    aps = [c.ap for c in curves]
+    return {"ap_per_class": aps, "mAP": mean_ap(aps)}
+
+
+def ap_hidden_ignored(predictions: Sequence[dict], ground_truths: Sequence[dict], num_classes: int = len(CLASS_NAMES),
+                      max_detections: int = 100, min_visibility: float = HIDDEN_VISIBILITY) -> dict:
+    """AP@0.5 with the objects of visibility < ``min_visibility`` as "ignore": nobody can be asked to find an object
+    that is fully covered, and a detection on it is no false positive either.
+
+    Args:
+        ground_truths: per image ``{'boxes' [M, 4], 'labels' [M], 'visibility' [M]}``.
+
+    Returns:
+        :func:`compute_ap`'s dict plus ``'num_hidden'``, the number of ignored objects.
+    """
+    hidden = [{**g, "ignore": _np(g["visibility"]) < min_visibility} for g in ground_truths]
+    return {**compute_ap(predictions, hidden, 0.5, num_classes, max_detections),
+            "num_hidden": int(sum(int(h["ignore"].sum()) for h in hidden))}
+
+
+def ap_50_95(predictions: Sequence[dict], ground_truths: Sequence[dict], num_classes: int = len(CLASS_NAMES),
+             max_detections: int = 100) -> dict:
+    """COCO's AP@[.5:.95]: per class the mean of the AP at IoU 0.50, 0.55, ..., 0.95 (nan without ground truth).
+
+    Returns:
+        ``{'ap_per_class': [C floats], 'mAP': float}`` like :func:`compute_ap`.
+    """
+    per_threshold = [compute_ap(predictions, ground_truths, t, num_classes, max_detections)["ap_per_class"]
+                     for t in COCO_IOU_THRESHOLDS]  # [T][C]
+    per_class = [float(np.mean(col)) if not np.isnan(col).any() else float("nan")
+                 for col in zip(*per_threshold, strict=True)]
+    return {"ap_per_class": per_class, "mAP": mean_ap(per_class)}
 
 
 def best_f1(curve: ClassCurve) -> dict:

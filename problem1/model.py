@@ -12,9 +12,14 @@ Output channel layout of every head (``A`` anchors, ``C`` classes, ``5 + C`` cha
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from common.runtime import memory_format
+from common.training import load_weights
+from problem1.config import Config
 
 # Objectness bias prior (RetinaNet, Lin et al. 2017): start every anchor at p(object) = 0.01, the rough share of
 # positive anchors, so the first steps are not swamped by the loss of ~12k confident "object" predictions.
@@ -93,3 +98,12 @@ class MultiScaleDetector(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """``x (Tensor[B, 3, 224, 224])`` in [0, 1] -> list of 3 ``Tensor[B, A*(5+C), H, W]`` (layout: module doc)."""
         return [head(f) for head, f in zip(self.heads, self.features(x), strict=True)]
+
+
+def build_model(cfg: Config, state_dict: dict | None = None, path: str | Path = "") -> MultiScaleDetector:
+    """The configured detector (weights from ``state_dict``, read from ``path``, if given) in the configured memory
+    format; a checkpoint that does not fit is a one-line error naming ``path``."""
+    model = MultiScaleDetector(cfg.num_classes, cfg.num_anchors, cfg.head_dilation)
+    if state_dict is not None:
+        load_weights(model, state_dict, path)
+    return model.to(memory_format=memory_format(cfg.channels_last))

@@ -11,16 +11,15 @@ Usage::
                                                     # global batch, see common/distributed.py
 
 Every epoch: train loss by term, validation loss by term, validation AP per class and mAP (the same
-``evaluate.validate`` that ``evaluate.py`` uses), epoch time. Outputs in ``--results-dir``: ``training_log.json``
+``evaluate.evaluate`` that ``evaluate.py`` uses), epoch time. Outputs in ``--results-dir``: ``training_log.json``
 (rewritten atomically each epoch), ``last.pth`` (everything needed to resume), ``best_model.pth`` (lowest
-validation loss) and ``config.json``.
+validation loss) and ``config.json`` (the config and the command that ran).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,9 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 
 import torch  # noqa: E402
 
+from common.cli import command_line, require_output_dir, require_resume_checkpoint  # noqa: E402
 from common.config import parse_config  # noqa: E402
+from common.data import ensure_data  # noqa: E402
 from common.distributed import (  # noqa: E402
     DistInfo,
     all_reduce_mean,
@@ -45,7 +46,15 @@ from common.distributed import (  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
-from common.runtime import autocast, maybe_compile, pick_device, set_seed, tune_cpu_allocator  # noqa: E402
+from common.report import nan_to_none  # noqa: E402
+from common.runtime import (  # noqa: E402
+    autocast,
+    maybe_compile,
+    pick_device,
+    resolve_precision,
+    set_seed,
+    tune_cpu_allocator,
+)
 from common.training import (  # noqa: E402
     TIMING_KEY,
     build_lr_scheduler,
@@ -58,22 +67,19 @@ from common.training import (  # noqa: E402
     save_checkpoint,
     write_log,
 )
-from problem1.config import ANCHOR_SCALES, CLASS_NAMES, FEATURE_MAP_SIZES, IMAGE_SIZE, PROBLEM, Config  # noqa: E402
-from problem1.dataset import ShapeDetectionDataset, ensure_data, iterate_batches, load_split  # noqa: E402
-from problem1.evaluate import build_model, validate  # noqa: E402
-from problem1.loss import DetectionLoss  # noqa: E402
-from problem1.utils import generate_anchors  # noqa: E402
+from problem1.config import CLASS_NAMES, PROBLEM, Config  # noqa: E402
+from problem1.dataset import ShapeDetectionDataset, iterate_batches, load_split  # noqa: E402
+from problem1.evaluate import evaluate  # noqa: E402
+from problem1.loss import DetectionLoss, build_criterion  # noqa: E402
+from problem1.model import build_model  # noqa: E402
+from problem1.utils import default_anchors  # noqa: E402
 
 LOSS_KEYS = ("loss_obj", "loss_cls", "loss_loc", "loss_total")
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if math.isnan(x) else x
-
-
-def build_criterion(cfg: Config) -> DetectionLoss:
-    return DetectionLoss(cfg.num_classes, cfg.num_anchors, cfg.pos_threshold, cfg.neg_threshold, cfg.force_match,
-                         cfg.neg_pos_ratio, cfg.min_negatives)
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.SGD:
+    """The specified optimiser, SGD with momentum (``--weight-decay`` 0 by default); ``bench.py`` times this one."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer: torch.optim.Optimizer,
@@ -117,16 +123,17 @@ def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer:
 
 def train(cfg: Config, resume: bool = False, command: str = "python problem1/train.py") -> list[dict]:
     """The whole run; returns the training log (one record per epoch)."""
-    results = Path(cfg.results_dir)
+    results = require_output_dir(cfg.results_dir)
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(results / "last.pth", PROBLEM)
+        ckpt = load_checkpoint(require_resume_checkpoint(results), PROBLEM)
         cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
     info, device = init_distributed(pick_device(cfg.device))
     quiet_unless_main(info)
     local_batch_size(cfg.batch_size, info)
     if info.is_main:
-        ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+        ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve(),
+                    dataset="detection")
     barrier(info)
     # Read and check all input before anything is written, so bad data leaves the results folder untouched.
     train_set = load_split(cfg.data_dir, "train", cfg.limit_train)
@@ -134,7 +141,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
 
     set_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg)
     steps_per_epoch = sum(1 for _ in iterate_batches(len(train_set), local_batch_size(cfg.batch_size, info),
                                                      None, info))
     scheduler = build_lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs * steps_per_epoch,
@@ -148,12 +155,14 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
         return log
     train_set.to(device)
     val_set.to(device)
-    train_model = maybe_compile(wrap_model(model, info, device), cfg.compile)
+    step_model = maybe_compile(wrap_model(model, info, device), cfg.compile)  # what training steps run through
     criterion = build_criterion(cfg)
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)).to(device)
+    anchors = default_anchors().to(device)
     if info.is_main:
         extra = {"world_size": info.world_size} if info.enabled else {}
-        atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device), **extra})
+        atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
+                                                    "precision": resolve_precision(device, cfg.amp),
+                                                    "command": command, **extra})
     print(f"training on {device}: {len(train_set)} train / {len(val_set)} val images, epochs {start + 1}.."
           f"{cfg.epochs}, results in {results}" + (f", {info.world_size} processes" if info.enabled else ""))
 
@@ -162,21 +171,21 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            train_losses = train_one_epoch(train_model, criterion, optimizer, train_set, anchors, cfg, device, epoch,
+            train_losses = train_one_epoch(step_model, criterion, optimizer, train_set, anchors, cfg, device, epoch,
                                            info, scheduler)
             t1 = time.perf_counter()
             # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
             broadcast_buffers(model, info)
-            val = validate(model, val_set, cfg, device, criterion, desc=f"val {epoch}")
+            val = evaluate(model, val_set, cfg, device, criterion, desc=f"val {epoch}")
             check_finite({f"val {k}": v for k, v in val["loss"].items()}, epoch, "validation")
             t2 = time.perf_counter()
             is_best = val["loss"]["loss_total"] < best
             record = {
                 "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train": train_losses,
                 # AP is nan for a class without validation objects: null in JSON
-                "val": {**val["loss"], "mAP": _none_if_nan(val["mAP"]),
-                        "ap_per_class": {n: _none_if_nan(a) for n, a in zip(CLASS_NAMES, val["ap_per_class"],
-                                                                             strict=True)}},
+                "val": {**val["loss"], **nan_to_none({"mAP": val["mAP"],
+                                                      "ap_per_class": dict(zip(CLASS_NAMES, val["ap_per_class"],
+                                                                               strict=True))})},
                 "best": is_best,
                 TIMING_KEY: {"epoch_s": t2 - t0, "train_s": t1 - t0, "val_s": t2 - t1},
             }
@@ -208,10 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/last.pth")
     cfg, ns = parse_config(Config, argv, parser=parser)
     tune_cpu_allocator()
-    args = sys.argv[1:] if argv is None else argv
-    command = "python problem1/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
     try:
-        train(cfg, resume=ns.resume, command=command.strip())
+        train(cfg, resume=ns.resume, command=command_line("problem1/train.py", argv, drop=("--resume",)))
     finally:
         cleanup()
 

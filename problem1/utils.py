@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES, IMAGE_SIZE
+
 # Box-offset variances (SSD): the regression targets are the offsets divided by these, so that centre and
 # size targets both have roughly unit scale. Encoding divides by them and decoding multiplies: exact inverses.
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
@@ -128,6 +130,18 @@ def generate_anchors(feature_map_sizes: Sequence[int | Sequence[int]], anchor_sc
         half = half[None, None, :].expand(h, w, len(scales))
         out.append(torch.stack((cx - half, cy - half, cx + half, cy + half), dim=-1).reshape(-1, 4))  # [H*W*A, 4]
     return out
+
+
+def default_anchor_list() -> list[Tensor]:
+    """The specified anchors per scale (``config.FEATURE_MAP_SIZES``, ``ANCHOR_SCALES``, ``IMAGE_SIZE``):
+    ``[Tensor[56*56*3, 4], Tensor[28*28*3, 4], Tensor[14*14*3, 4]]`` xyxy."""
+    return generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, IMAGE_SIZE)
+
+
+def default_anchors() -> Tensor:
+    """``Tensor[12348, 4]`` xyxy: the specified anchors of all scales, in anchor order (the order of
+    :func:`flatten_predictions`), on the CPU; the one anchor set the loss, the decoder and the analysis share."""
+    return torch.cat(default_anchor_list())
 
 
 def anchor_scale_index(anchors: Sequence[Tensor]) -> Tensor:

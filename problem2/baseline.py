@@ -17,7 +17,7 @@ Runs (the default sigma 2 / 64x64 / skip run is shared by the three families, so
 * ``skip``: with and without the skip concatenations at sigma 2, 64x64.
 
 Each run is a ``train.py`` run in ``<results-dir>/ablation/<run>/`` (same seed, data order, optimizer), with
-its own ``last_heatmap.pth`` for ``--resume``. Its best-validation-loss checkpoint is then scored by
+its own ``last.pth`` for ``--resume``. Its best-validation-loss checkpoint is then scored by
 validation PCK through the same :func:`~problem2.evaluate.evaluate` as the main models: MSE depends on sigma
 and resolution, PCK does not. Writes ``ablation.json``, the ablation section of ``summary.md`` and
 ``figures/ablation_*.png``.
@@ -39,20 +39,20 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from common.cli import command_line, require_output_dir  # noqa: E402
 from common.config import cfg_field, parse_config  # noqa: E402
+from common.data import ensure_data  # noqa: E402
 from common.errors import run_cli  # noqa: E402
-from common.io import atomic_savefig, atomic_write_json  # noqa: E402
-from common.plotting import pyplot  # noqa: E402
+from common.io import atomic_write_json  # noqa: E402
+from common.report import nan_to_none  # noqa: E402
 from common.runtime import pick_device, tune_cpu_allocator  # noqa: E402
+from problem2.codec import build_codec  # noqa: E402
 from problem2.config import Config  # noqa: E402
-from problem2.evaluate import (  # noqa: E402
-    DENSE_THRESHOLDS,
-    THRESHOLDS,
-    evaluate,
-    load_model,
-    write_summary,
-)
-from problem2.train import ensure_data, load_data, train  # noqa: E402
+from problem2.evaluate import evaluate, load_model  # noqa: E402
+from problem2.figures import plot_ablations  # noqa: E402
+from problem2.metrics import THRESHOLDS  # noqa: E402
+from problem2.report import write_summary  # noqa: E402
+from problem2.train import VAL_BATCH_SIZE, load_data, train  # noqa: E402
 
 FAMILIES = ("sigma", "resolution", "skip")
 
@@ -91,10 +91,11 @@ def plan(cfg: AblationConfig) -> tuple[dict[str, list[str]], dict[str, dict]]:
 
 
 def run_ablations(cfg: AblationConfig, resume: bool, command: str) -> dict:
+    results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
-    ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+    ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve(),
+                dataset="keypoints")
     data = load_data(cfg)  # decoded once, shared by every run
-    results_dir = Path(cfg.results_dir)
     families, runs = plan(cfg)
     base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
     out_runs = {}
@@ -104,8 +105,8 @@ def run_ablations(cfg: AblationConfig, resume: bool, command: str) -> dict:
         run_cfg = Config(**{**base, **v, "model": "heatmap", "results_dir": str(run_dir)})
         log = train(run_cfg, resume=resume, command=command, data=data, snapshots=False)
         model, ckpt = load_model(run_dir / "heatmap_model.pth", device)
-        val = data[1].with_targets("heatmap", v["heatmap_size"], v["sigma"]).to(device)
-        res = evaluate(model, "heatmap", val, 64, cfg.decoder, cfg.amp, hand_pairs=cfg.hand_pairs)
+        val = data[1].with_codec(build_codec("heatmap", run_cfg, data[1].keypoint_names)).to(device)
+        res = evaluate(model, val, VAL_BATCH_SIZE, cfg.amp)
         out_runs[name] = {**v, "dir": str(run_dir), "epoch": ckpt["epoch"], "val_loss": res["loss"],
                           "metrics": res["metrics"], "final_epoch_val_pck": log[-1]["val"]["pck"],
                           "val_pck_by_epoch": [r["val"]["pck"] for r in log],
@@ -114,8 +115,8 @@ def run_ablations(cfg: AblationConfig, resume: bool, command: str) -> dict:
               "config": dataclasses.asdict(cfg), "thresholds": list(THRESHOLDS), "families": families,
               "runs": out_runs}
     report = merge_previous(results_dir / "ablation.json", report)
-    plot_ablations(report, results_dir / "figures")
-    atomic_write_json(results_dir / "ablation.json", report)
+    plot_ablations(report, results_dir / "figures" / "ablation.png")
+    atomic_write_json(results_dir / "ablation.json", nan_to_none(report))
     write_summary(results_dir)
     return report
 
@@ -137,53 +138,14 @@ def merge_previous(path: Path, report: dict) -> dict:
     return report
 
 
-def _label(family: str, run: dict) -> str:
-    return {"sigma": f"sigma {run['sigma']:g}", "resolution": f"{run['heatmap_size']}x{run['heatmap_size']}",
-            "skip": "skip" if run["skip"] else "no skip"}[family]
-
-
-def plot_ablations(report: dict, fig_dir: Path) -> None:
-    plt = pyplot()
-    fams = report["families"]
-    fig, axes = plt.subplots(3, len(fams), figsize=(4.6 * len(fams), 11), squeeze=False)
-    for col, (family, names) in enumerate(fams.items()):
-        runs = [report["runs"][n] for n in names]
-        labels = [_label(family, r) for r in runs]
-        ax = axes[0, col]
-        for t in THRESHOLDS:
-            ax.plot(labels, [r["metrics"]["pck"][f"{t:g}"] for r in runs], marker="o", label=f"PCK@{t:g}")
-        ax.plot(labels, [r["metrics"].get("swap_invariant", r["metrics"])["pck"]["0.05"] for r in runs], marker="s",
-                ls="--", color="0.4", label="PCK@0.05 hand-swap-invariant")
-        ax.set(title=f"{family}: validation PCK (best-val-loss epoch)", ylabel="PCK (bbox)", ylim=(0, 1.01),
-               xlabel={"sigma": "target sigma (heatmap pixels)", "resolution": "heatmap size (pixels)",
-                       "skip": "decoder skip connections"}[family])
-        ax.legend(fontsize=7)
-        ax = axes[1, col]
-        for r, lab in zip(runs, labels, strict=True):
-            ax.plot(DENSE_THRESHOLDS, r["metrics"]["curve"], label=f"{lab} (AUC {r['metrics']['auc']:.3f})")
-        ax.set(title=f"{family}: PCK curves", xlabel="threshold (fraction of keypoint box diagonal)", ylabel="PCK",
-               xlim=(0, 0.5), ylim=(0, 1.01))
-        ax.legend(fontsize=7, loc="lower right")
-        ax = axes[2, col]
-        for r, lab in zip(runs, labels, strict=True):
-            ax.plot(range(1, len(r["val_pck_by_epoch"]) + 1), [p["0.05"] for p in r["val_pck_by_epoch"]], label=lab)
-        ax.set(title=f"{family}: validation PCK@0.05 per epoch", xlabel="epoch", ylabel="PCK@0.05", ylim=(0, 1.01))
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Heatmap ablations ({report['epochs']} epochs per run, seed {report['seed']})")
-    fig.tight_layout()
-    atomic_savefig(fig, fig_dir / "ablation.png", dpi=100)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--resume", action="store_true",
-                        help="skip finished runs and continue an interrupted one from its last_heatmap.pth")
+                        help="skip finished runs and continue an interrupted one from its last.pth")
     cfg, ns = parse_config(AblationConfig, argv, parser=parser)
     tune_cpu_allocator()
-    command = "python problem2/baseline.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = run_ablations(cfg, ns.resume, command.strip())
+    report = run_ablations(cfg, ns.resume, command_line("problem2/baseline.py", argv))
     for family, names in report["families"].items():
         for n in names:
             p = report["runs"][n]["metrics"]["pck"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.config import cfg_field
+from common.runtime import AMP_HELP
 
-DECODERS = ("dark", "taylor", "quarter", "argmax")  # see problem2.evaluate.extract_keypoints_from_heatmaps
+METHODS = ("heatmap", "regression")  # a method is a model (model.py) plus a codec (codec.py)
+DECODERS = ("dark", "taylor", "quarter", "argmax")  # how a heatmap codec finds a peak: problem2.heatmaps
 
 PROBLEM = "problem2"  # tag stored in checkpoints, so the other problem's checkpoints are refused
-
 
 
 @dataclass
@@ -16,7 +17,9 @@ class Config:
     data_dir: str = cfg_field("./datasets", "datasets root (with keypoints/) or the keypoints folder itself; "
                                           "the reference data is generated there if the folder is missing or empty")
     results_dir: str = cfg_field("results/problem2", "where models, logs and snapshots are written")
-    model: str = cfg_field("both", "which model(s) to train", choices=["heatmap", "regression", "both"])
+    limit_train: int = cfg_field(0, "use only the first N training images (0: all); for quick checks", min=0)
+    limit_val: int = cfg_field(0, "use only the first N validation images (0: all); for quick checks", min=0)
+    model: str = cfg_field("both", "which model(s) to train", choices=[*METHODS, "both"])
     epochs: int = cfg_field(30, "epochs per model", min=1)
     batch_size: int = cfg_field(32, "training batch size", min=1)
     lr: float = cfg_field(1e-3, "Adam learning rate", gt=0)
@@ -31,7 +34,7 @@ class Config:
     decoder: str = cfg_field("dark", "heatmap decoder for validation PCK", choices=list(DECODERS))
     hand_pairs: bool = cfg_field(True, "decode the two hand heatmaps jointly, one prediction per hand "
                                        "(their labels are ambiguous); --no-hand-pairs decodes every map alone")
-    amp: bool = cfg_field(True, "bf16 autocast on CUDA (no effect on CPU)")
+    amp: bool | None = cfg_field(None, AMP_HELP)
     channels_last: bool = cfg_field(True, "channels-last memory format (NHWC) for the models: measured faster on CPU "
                                     "(README, Performance)")
     compile: bool = cfg_field(False, "torch.compile the models for training (compiles at start-up; see README, "

@@ -1,25 +1,8 @@
 """Keypoint data: reading and validating annotations, images decoded once, and the training targets.
 
-Coordinate conventions (the one place they are defined; decoding in ``evaluate.py`` uses these helpers)
------------------------------------------------------------------------------------------------------
-* **Image pixels.** A keypoint ``(x, y)`` is in pixel-index coordinates: pixel ``i`` has its centre at
-  ``x = i`` and covers ``[i - 0.5, i + 0.5)``. The generator's integer keypoints therefore sit on pixel
-  centres (PIL draws a line to ``(x, y)`` through pixel ``x``). The image spans ``[-0.5, S - 0.5]``
-  (``S = 128``); a keypoint outside that span is outside the image.
-* **Heatmap pixels.** With stride ``s = S / hs``, heatmap pixel ``j`` covers image pixels
-  ``j*s ... (j+1)*s - 1``, so its centre is at image ``x = (j + 0.5) * s - 0.5``, and a keypoint lands at
-  ``u = (x + 0.5) / s - 0.5`` (sub-pixel, never rounded). This is the alignment of the encoder's 2x2
-  max-pools, which merge pixels ``2j`` and ``2j+1`` into one.
-* **Regression targets** are unit coordinates ``n = (x + 0.5) / S`` in ``[0, 1]``: the fraction of the image
-  extent, the same continuous frame the heatmap uses (``u = n * hs - 0.5``). The model's ``[2K]`` vector
-  is interleaved ``(x0, y0, x1, y1, ...)``. Decoding inverts it with ``x = n * S - 0.5``, so both methods
-  are scored in the same pixel frame with no half-pixel bias between them.
-
-Heatmap targets: one Gaussian per keypoint, ``exp(-((u-u0)^2 + (v-v0)^2) / (2 sigma^2))`` with sigma in
-heatmap pixels and the peak (value 1) at the exact sub-pixel position; the map's border truncates it
-without moving the peak, and a keypoint outside the image gives an all-zero map. The Gaussian is
-separable, so a batch of maps is the outer product of two 1-D profiles: about 0.5 ms for 32 x 5 maps of
-64 x 64, cheap enough to build targets on the fly (on the training device) instead of storing them.
+Keypoints are ``(x, y)`` in image pixels (the convention is in ``codec.py``). A dataset holds a codec
+(:mod:`problem2.codec`) whose ``encode`` builds each batch's targets on the dataset's device; a view with another
+codec (:meth:`KeypointDataset.with_codec`) shares the decoded images.
 """
 from __future__ import annotations
 
@@ -35,75 +18,8 @@ from torch.utils.data import Dataset
 from common.data import load_images, load_json, require_dir
 from common.distributed import DistInfo, shard_indices
 from common.errors import UserError
-
-IMAGE_SIZE = 128
-OUTPUT_TYPES = ("heatmap", "regression")
-HAND_NAMES = ("left_hand", "right_hand")
-
-
-# --- coordinate frames -------------------------------------------------------------------------------------------
-
-def pixels_to_unit(xy: torch.Tensor, image_size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Image pixel coordinates -> unit coordinates in ``[0, 1]`` (``n = (x + 0.5) / S``)."""
-    return (xy + 0.5) / image_size
-
-
-def unit_to_pixels(n: torch.Tensor, image_size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Unit coordinates -> image pixel coordinates (``x = n * S - 0.5``); inverse of :func:`pixels_to_unit`."""
-    return n * image_size - 0.5
-
-
-def pixels_to_heatmap(xy: torch.Tensor, image_size: int = IMAGE_SIZE, heatmap_size: int = 64) -> torch.Tensor:
-    """Image pixel coordinates -> heatmap pixel coordinates (``u = (x + 0.5) * hs / S - 0.5``)."""
-    return (xy + 0.5) * (heatmap_size / image_size) - 0.5
-
-
-def heatmap_to_pixels(uv: torch.Tensor, image_size: int = IMAGE_SIZE, heatmap_size: int = 64) -> torch.Tensor:
-    """Heatmap pixel coordinates -> image pixel coordinates; inverse of :func:`pixels_to_heatmap`."""
-    return (uv + 0.5) * (image_size / heatmap_size) - 0.5
-
-
-def inside_image(xy: torch.Tensor, image_size: int = IMAGE_SIZE) -> torch.Tensor:
-    """``Bool[...]`` for ``xy (Tensor[..., 2])``: finite and within the image extent ``[-0.5, S - 0.5]``."""
-    ok = torch.isfinite(xy) & (xy >= -0.5) & (xy <= image_size - 0.5)
-    return ok.all(dim=-1)
-
-
-# --- heatmap targets ---------------------------------------------------------------------------------------------
-
-def render_heatmaps_batch(keypoints: torch.Tensor, image_size: int = IMAGE_SIZE, heatmap_size: int = 64,
-                          sigma: float = 2.0) -> torch.Tensor:
-    """Gaussian heatmaps for any leading shape.
-
-    Args:
-        keypoints (Tensor[..., K, 2]): ``(x, y)`` in image pixels (convention in the module docstring).
-    Returns:
-        Tensor[..., K, hs, hs] float32 on the keypoints' device; peak 1 at the exact sub-pixel position,
-        all zeros for a keypoint outside the image (or NaN).
-    """
-    kp = keypoints.float()
-    uv = pixels_to_heatmap(kp, image_size, heatmap_size)  # [..., K, 2]
-    grid = torch.arange(heatmap_size, dtype=torch.float32, device=kp.device)
-    g = torch.exp(-(grid - uv[..., None]) ** 2 / (2.0 * sigma * sigma))  # [..., K, 2, hs]: x- and y-profiles
-    # Tails beyond ~9 sigma become 0 rather than float32 denormals, which slow every op that reads them.
-    g = torch.where(inside_image(kp, image_size)[..., None, None] & (g >= 1e-18), g, 0.0)
-    return g[..., 1, :, None] * g[..., 0, None, :]  # [..., K, hs(y), hs(x)]
-
-
-def render_heatmaps(keypoints: torch.Tensor, image_size: int = IMAGE_SIZE, heatmap_size: int = 64,
-                    sigma: float = 2.0) -> torch.Tensor:
-    """Heatmaps of one image.
-
-    Args:
-        keypoints (Tensor[K, 2]): ``(x, y)`` in image pixels. A numpy array or nested list is accepted too.
-        sigma: Gaussian standard deviation in heatmap pixels.
-    Returns:
-        Tensor[K, hs, hs]: see :func:`render_heatmaps_batch`.
-    """
-    kp = torch.as_tensor(keypoints, dtype=torch.float32)
-    if kp.ndim != 2 or kp.shape[-1] != 2:
-        raise ValueError(f"keypoints must be [K, 2], got {list(kp.shape)}")
-    return render_heatmaps_batch(kp, image_size, heatmap_size, sigma)
+from problem2.codec import HAND_NAMES, IMAGE_SIZE, Codec, HeatmapCodec, hand_indices
+from problem2.codec import render_heatmaps as render_heatmaps  # re-exported: importable here, as before
 
 
 def canonicalize_hands(keypoints: torch.Tensor, hands: tuple[int, int]) -> torch.Tensor:
@@ -135,8 +51,10 @@ def split_paths(data_dir: str | Path, split: str) -> tuple[Path, Path]:
     return root / split, root / f"{split}_annotations.json"
 
 
-def _parse_annotations(annotation_file: Path, image_size: int) -> tuple[list[str], list[str], np.ndarray]:
-    """Validate the annotation file; returns ``(keypoint_names, file_names, keypoints [N, K, 2])``."""
+def _parse_annotations(annotation_file: Path, image_size: int, limit: int = 0
+                       ) -> tuple[list[str], list[str], np.ndarray]:
+    """Validate the annotation file; returns ``(keypoint_names, file_names, keypoints [N, K, 2])`` of its first
+    ``limit`` images (0: all)."""
     ann = load_json(annotation_file, required_keys=("images", "keypoint_names"))
     names = ann["keypoint_names"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -149,6 +67,8 @@ def _parse_annotations(annotation_file: Path, image_size: int) -> tuple[list[str
         raise UserError(f"{annotation_file}: 'images' must be a list")
     if not images:
         raise UserError(f"{annotation_file}: empty split (no images)")
+    if limit:
+        images = images[:limit]
     file_names, kps = [], np.empty((len(images), k, 2), dtype=np.float32)
     for i, im in enumerate(images):
         where = f"{annotation_file}: image {im.get('id', i) if isinstance(im, dict) else i}"
@@ -171,29 +91,23 @@ def _parse_annotations(annotation_file: Path, image_size: int) -> tuple[list[str
 
 
 class KeypointDataset(Dataset):
-    """Grayscale 128x128 images with K keypoints, decoded once into memory as uint8.
+    """Grayscale 128x128 images with K keypoints, decoded once into memory as uint8, and a codec for the targets.
 
-    Item ``i`` is ``(image Tensor[1, 128, 128] in [0, 1], target)`` with target ``Tensor[K, hs, hs]``
-    (``output_type='heatmap'``) or ``Tensor[2K]`` unit coordinates ``(x0, y0, x1, ...)``
-    (``'regression'``; convention in the module docstring). Training uses :meth:`batches`, which builds
-    a whole batch's targets at once on the dataset's device.
+    Item ``i`` is ``(image Tensor[1, 128, 128] in [0, 1], codec.encode(keypoints)[0])``: ``Tensor[K, hs, hs]``
+    for the default :class:`~problem2.codec.HeatmapCodec`. Training uses :meth:`batches`, which encodes a whole
+    batch's targets at once on the dataset's device.
 
     ``canonical_hands=True`` relabels the two hands by x order (see :func:`canonicalize_hands`); this
-    derived labelling exists only for the ambiguity hypothesis test.
+    derived labelling exists only for the ambiguity hypothesis test. ``limit``: only the first N images (0: all).
     """
 
-    def __init__(self, image_dir: str | Path, annotation_file: str | Path, output_type: str = "heatmap",
-                 heatmap_size: int = 64, sigma: float = 2.0, canonical_hands: bool = False,
-                 image_size: int = IMAGE_SIZE):
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if heatmap_size < 1 or not sigma > 0:
-            raise ValueError(f"need heatmap_size >= 1 and sigma > 0, got {heatmap_size}, {sigma}")
-        self.output_type, self.heatmap_size, self.sigma, self.image_size = output_type, heatmap_size, sigma, image_size
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path, codec: Codec | None = None,
+                 canonical_hands: bool = False, image_size: int = IMAGE_SIZE, limit: int = 0):
+        self.codec = codec if codec is not None else HeatmapCodec(image_size)
+        self.image_size = image_size
         self.annotation_file = Path(annotation_file)
-        self.keypoint_names, self.file_names, kps = _parse_annotations(self.annotation_file, image_size)
-        self.hands = (tuple(self.keypoint_names.index(n) for n in HAND_NAMES)
-                      if all(n in self.keypoint_names for n in HAND_NAMES) else None)
+        self.keypoint_names, self.file_names, kps = _parse_annotations(self.annotation_file, image_size, limit)
+        self.hands = hand_indices(self.keypoint_names)
         images = load_images(require_dir(image_dir), self.file_names, image_size, "L", self.annotation_file)
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # [N, 1, H, W] uint8
         self.keypoints = torch.from_numpy(kps)  # [N, K, 2] image pixels, labelled as in the file
@@ -211,15 +125,10 @@ class KeypointDataset(Dataset):
     def device(self) -> torch.device:
         return self.images.device
 
-    def with_targets(self, output_type: str | None = None, heatmap_size: int | None = None,
-                     sigma: float | None = None) -> KeypointDataset:
-        """A view with other targets that shares the decoded images and keypoints (nothing is re-read)."""
+    def with_codec(self, codec: Codec) -> KeypointDataset:
+        """A view whose targets come from ``codec``; it shares the decoded images and keypoints (nothing is re-read)."""
         view = copy.copy(self)
-        view.output_type = output_type or self.output_type
-        view.heatmap_size = heatmap_size or self.heatmap_size
-        view.sigma = sigma or self.sigma
-        if view.output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {view.output_type!r}")
+        view.codec = codec
         return view
 
     def to(self, device: torch.device | str) -> KeypointDataset:
@@ -230,18 +139,12 @@ class KeypointDataset(Dataset):
     def __len__(self) -> int:
         return self.keypoints.shape[0]
 
-    def make_targets(self, keypoints: torch.Tensor) -> torch.Tensor:
-        """``keypoints (Tensor[B, K, 2])`` pixels -> ``Tensor[B, K, hs, hs]`` heatmaps or ``Tensor[B, 2K]`` units."""
-        if self.output_type == "heatmap":
-            return render_heatmaps_batch(keypoints, self.image_size, self.heatmap_size, self.sigma)
-        return pixels_to_unit(keypoints, self.image_size).flatten(1)  # [B, 2K] interleaved x, y
-
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images Tensor[B, 1, H, W] float in [0, 1], targets, keypoints Tensor[B, K, 2] pixels)``."""
+        """``(images Tensor[B, 1, H, W] float in [0, 1], codec.encode(keypoints), keypoints Tensor[B, K, 2] px)``."""
         index = index.to(self.device)
         images = self.images[index].float().mul_(1.0 / 255.0)
         keypoints = self.keypoints[index]
-        return images, self.make_targets(keypoints), keypoints
+        return images, self.codec.encode(keypoints), keypoints
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets, _ = self.get_batch(torch.tensor([i]))
@@ -263,7 +166,8 @@ class KeypointDataset(Dataset):
         return math.ceil(n / batch_size)
 
 
-def load_split(data_dir: str | Path, split: str, **kwargs) -> KeypointDataset:
-    """The ``split`` ('train'/'val') of ``data_dir``; keyword arguments go to :class:`KeypointDataset`."""
+def load_split(data_dir: str | Path, split: str, limit: int = 0, **kwargs) -> KeypointDataset:
+    """The ``split`` ('train'/'val') of ``data_dir``, its first ``limit`` images (0: all); keyword arguments go to
+    :class:`KeypointDataset`."""
     image_dir, annotation_file = split_paths(data_dir, split)
-    return KeypointDataset(image_dir, annotation_file, **kwargs)
+    return KeypointDataset(image_dir, annotation_file, limit=limit, **kwargs)

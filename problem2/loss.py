@@ -20,3 +20,8 @@ class KeypointMSELoss(nn.Module):
         if outputs.shape != targets.shape:
             raise ValueError(f"outputs {list(outputs.shape)} and targets {list(targets.shape)} differ in shape")
         return {"loss": F.mse_loss(outputs.float(), targets)}
+
+
+def build_criterion() -> KeypointMSELoss:
+    """The criterion of both methods: MSE against whatever their codec encodes (heatmaps or unit coordinates)."""
+    return KeypointMSELoss()

@@ -5,6 +5,7 @@ Usage::
 
     python problem2/train.py                               # both models, 30 epochs each (the specification)
     python problem2/train.py --model heatmap --epochs 5 --device cpu
+    python problem2/train.py --epochs 1 --limit-train 64 --limit-val 32 --results-dir /tmp/p2   # a quick check
     python problem2/train.py --resume                      # continue an interrupted run from RESULTS_DIR/last.pth
     torchrun --nproc_per_node=2 problem2/train.py     # DDP (gloo on CPU, nccl on CUDA); --batch-size stays the
                                                     # global batch, see common/distributed.py
@@ -27,7 +28,8 @@ Determinism: on CPU the same seed gives the same ``training_log.json`` apart fro
 interruption and ``--resume``: each epoch shuffles with a generator seeded by ``(seed, epoch)`` and
 ``last.pth`` restores the RNG states (dropout). On CUDA, cuDNN picks convolution algorithms per run and
 the backward of ConvTranspose accumulates with atomics, so two runs agree only up to rounding, and bf16
-autocast (``--amp``, on by default there) changes the numbers again.
+autocast (on by default there) changes the numbers again. On a CPU with native bf16, ``--amp`` runs the model
+in bf16; such runs are deterministic on one machine too (tests/test_amp.py).
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,9 @@ if __package__ in (None, ""):  # run as a file: replace the script's folder with
 
 import torch  # noqa: E402
 
+from common.cli import command_line, require_output_dir, require_resume_checkpoint  # noqa: E402
 from common.config import parse_config  # noqa: E402
+from common.data import ensure_data  # noqa: E402
 from common.distributed import (  # noqa: E402
     DistInfo,
     all_reduce_mean,
@@ -65,12 +68,14 @@ from common.runtime import (  # noqa: E402
     maybe_compile,
     memory_format,
     pick_device,
+    resolve_precision,
     rng_state,
     set_rng_state,
     set_seed,
     tune_cpu_allocator,
 )
 from common.training import (  # noqa: E402
+    CHECKPOINT_FORMAT,
     TIMING_KEY,
     check_finite,
     epoch_generator,
@@ -81,10 +86,11 @@ from common.training import (  # noqa: E402
     save_checkpoint,
     write_log,
 )
-from problem2.config import Config  # noqa: E402
+from problem2.codec import Codec, build_codec  # noqa: E402
+from problem2.config import METHODS, PROBLEM, Config  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
-from problem2.evaluate import METHODS, PROBLEM, evaluate, load_snapshots  # noqa: E402
-from problem2.loss import KeypointMSELoss  # noqa: E402
+from problem2.evaluate import evaluate, load_snapshots  # noqa: E402
+from problem2.loss import build_criterion  # noqa: E402
 from problem2.model import build_model  # noqa: E402
 
 SNAPSHOT_EPOCHS = (1, 5, 10, 20, 30)
@@ -93,25 +99,11 @@ VAL_BATCH_SIZE = 64
 LOG_EVERY = 10  # steps between progress-bar loss updates (a host sync on GPU)
 
 
-def ensure_data(data_dir: str | Path, is_default: bool = False) -> None:
-    """Generate the reference data (both datasets, seed 641) when ``data_dir`` holds no keypoint data and is the
-    default folder or missing/empty. Any other folder is left to validation, which names what is missing."""
-    root = Path(data_dir)
-    if split_paths(root, "train")[1].exists() or (root / "keypoints").exists():
-        return
-    empty = not root.exists() or not any(p.name != "README.md" for p in root.iterdir())
-    if is_default or empty:
-        from generate_datasets import generate  # the repository root is on sys.path for the scripts and tests
-
-        print(f"no data in {root}: generating the reference datasets there (1000/200 images, seed 641)")
-        generate(root)
-
-
 def load_data(cfg: Config) -> tuple[KeypointDataset, KeypointDataset]:
-    """Both splits, validated and decoded once (heatmap targets; :meth:`with_targets` gives other views)."""
-    kw = dict(output_type="heatmap", heatmap_size=cfg.heatmap_size, sigma=cfg.sigma,
-              canonical_hands=cfg.canonical_hands)
-    train_set, val_set = load_split(cfg.data_dir, "train", **kw), load_split(cfg.data_dir, "val", **kw)
+    """Both splits (``--limit-train/--limit-val`` images), validated and decoded once; each method trains on a
+    :meth:`~problem2.dataset.KeypointDataset.with_codec` view with its own targets."""
+    train_set = load_split(cfg.data_dir, "train", cfg.limit_train, canonical_hands=cfg.canonical_hands)
+    val_set = load_split(cfg.data_dir, "val", cfg.limit_val, canonical_hands=cfg.canonical_hands)
     if train_set.keypoint_names != val_set.keypoint_names:
         raise UserError(f"{split_paths(cfg.data_dir, 'val')[1]}: keypoint_names {val_set.keypoint_names} differ "
                         f"from the training split's {train_set.keypoint_names}")
@@ -122,17 +114,23 @@ def snapshot_epochs(epochs: int) -> set[int]:
     return {e for e in SNAPSHOT_EPOCHS if e <= epochs} | {epochs}
 
 
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
+    """The specified optimiser, Adam at ``--lr``, for either method; ``bench.py`` times this one."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
 @dataclasses.dataclass
 class Run:
-    """One model's training state. Each model has its own RNG stream (dropout), swapped in while it trains, so
-    ``--model regression`` alone trains exactly the regression model of ``--model both``."""
+    """One method's training state: its model and codec. Each model has its own RNG stream (dropout), swapped in
+    while it trains, so ``--model regression`` alone trains exactly the regression model of ``--model both``."""
     method: str
     model: torch.nn.Module
+    codec: Codec
     optimizer: torch.optim.Optimizer
     rng: dict
     config: dict  # the run's config plus method and keypoints: saved in every checkpoint of this model
     best: float = math.inf
-    train_model: torch.nn.Module | None = None  # what training steps go through: DDP and/or compiled; None: model
+    step_model: torch.nn.Module | None = None  # what training steps go through: DDP and/or compiled; None: model
     dist: DistInfo = dataclasses.field(default_factory=DistInfo)
 
 
@@ -143,14 +141,15 @@ def build_runs(cfg: Config, methods: list[str], names: list[str], device: torch.
         model = build_model(method, len(names), cfg.heatmap_size, cfg.skip).to(
             device, memory_format=memory_format(cfg.channels_last))
         config = {**dataclasses.asdict(cfg), "method": method, "num_keypoints": len(names), "keypoint_names": names}
-        runs.append(Run(method, model, torch.optim.Adam(model.parameters(), lr=cfg.lr), rng_state(), config))
+        runs.append(Run(method, model, build_codec(method, cfg, names), build_optimizer(model, cfg), rng_state(),
+                        config))
     return runs
 
 
 def save_last(path: Path, cfg: Config, runs: list[Run], epoch: int, log: list[dict]) -> None:
     """``last.pth``: every model with its optimizer and RNG stream after ``epoch``, and the log so far."""
     atomic_torch_save(path, {
-        "problem": PROBLEM, "config": dataclasses.asdict(cfg), "epoch": epoch, "log": log,
+        "format": CHECKPOINT_FORMAT, "problem": PROBLEM, "config": dataclasses.asdict(cfg), "epoch": epoch, "log": log,
         "model": {r.method: r.model.state_dict() for r in runs},
         "optimizer": {r.method: r.optimizer.state_dict() for r in runs},
         "rng": {r.method: r.rng for r in runs},
@@ -177,9 +176,9 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
     Under torchrun this rank trains on its share of the order with ``batch_size / world_size`` images per step; the
     mean is averaged over ranks (every rank has the same number of images).
     """
-    model, info = (run.model if run.train_model is None else run.train_model), run.dist
+    model, info = (run.model if run.step_model is None else run.step_model), run.dist
     model.train()
-    criterion = KeypointMSELoss()
+    criterion = build_criterion()
     total = torch.zeros((), dtype=torch.float64, device=train_set.device)
     batch_size = local_batch_size(cfg.batch_size, info)
     steps = train_set.num_batches(batch_size, info)
@@ -203,7 +202,8 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
 
 def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: KeypointDataset, epoch: int, bar,
               snapshots: dict | None) -> dict:
-    """Train and validate one model for one epoch; saves its best model; returns the log record."""
+    """Train and validate one model for one epoch on datasets that carry its codec; saves its best model; returns
+    the log record."""
     set_rng_state(run.rng)
     t0 = time.perf_counter()
     train_loss = train_one_epoch(run, train_set, cfg, epoch, bar)
@@ -211,7 +211,7 @@ def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: Keypoi
     keep = len(snapshots["val_indices"]) if snapshots is not None else 0
     # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
     broadcast_buffers(run.model, run.dist)
-    val = evaluate(run.model, run.method, val_set, VAL_BATCH_SIZE, cfg.decoder, cfg.amp, keep, cfg.hand_pairs)
+    val = evaluate(run.model, val_set, VAL_BATCH_SIZE, cfg.amp, keep)
     check_finite({f"{run.method} validation loss": val["loss"]}, epoch, "validation")
     run.rng = rng_state()
     m = val["metrics"]
@@ -237,32 +237,31 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
     (data, checkpoint to resume) is read and checked before the first file is written. ``data`` may pass
     preloaded ``(train, val)`` datasets (the ablations reuse them).
     """
-    results = Path(cfg.results_dir)
+    results = require_output_dir(cfg.results_dir)
     last = results / "last.pth"
     ckpt = None
-    if resume and last.is_file():
-        ckpt = load_checkpoint(last, PROBLEM)
+    if resume:
+        ckpt = load_checkpoint(require_resume_checkpoint(results), PROBLEM)
         cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
-    elif resume:
-        print(f"{last}: not found, starting from the beginning")
     info, device = init_distributed(pick_device(cfg.device))
     quiet_unless_main(info)
     local_batch_size(cfg.batch_size, info)
     if data is None:
         if info.is_main:
-            ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve())
+            ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve(),
+                        dataset="keypoints")
         barrier(info)
         data = load_data(cfg)
-    train_set, val_set = (d.with_targets("heatmap", cfg.heatmap_size, cfg.sigma).to(device) for d in data)
+    train_set, val_set = (d.to(device) for d in data)
     names = train_set.keypoint_names
     methods = list(METHODS) if cfg.model == "both" else [cfg.model]
     runs = build_runs(cfg, methods, names, device)
     start, log = restore_last(ckpt, runs, last) if ckpt is not None else (0, [])
     for r in runs:  # the module that training steps go through: DDP wrapper and/or compiled, else the model
         if info.enabled:
-            r.train_model, r.dist = wrap_model(r.model, info, device), info
+            r.step_model, r.dist = wrap_model(r.model, info, device), info
         if cfg.compile:
-            r.train_model = maybe_compile(r.model if r.train_model is None else r.train_model, True)
+            r.step_model = maybe_compile(r.model if r.step_model is None else r.step_model, True)
 
     snap_path = results / "heatmap_snapshots.pt"
     snap_at = snapshot_epochs(cfg.epochs) if (snapshots and "heatmap" in methods) else set()
@@ -288,6 +287,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
     if info.is_main:
         extra = {"world_size": info.world_size} if info.enabled else {}
         atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
+                                                    "precision": resolve_precision(device, cfg.amp),
                                                     "command": command, **extra})
     print(f"training {' and '.join(methods)} on {device}: {len(train_set)} train / {len(val_set)} val images, "
           f"epochs {start + 1}..{cfg.epochs}, results in {results}"
@@ -299,7 +299,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
         for epoch in range(start + 1, cfg.epochs + 1):
             for run in runs:
                 snap = snaps if (run.method == "heatmap" and epoch in snap_at) else None
-                record = run_epoch(run, cfg, train_set.with_targets(run.method), val_set.with_targets(run.method),
+                record = run_epoch(run, cfg, train_set.with_codec(run.codec), val_set.with_codec(run.codec),
                                    epoch, bar, snap)
                 log.append(record)
                 bar.write(f"{run.method} epoch {epoch}/{cfg.epochs}: train {record['train']['loss']:.4g}  val "
@@ -329,10 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from RESULTS_DIR/last.pth")
     cfg, ns = parse_config(Config, argv, parser=parser)
     tune_cpu_allocator()  # conv1's activations at batch 32 (64 MB) would be mmap-ed afresh every step
-    args = sys.argv[1:] if argv is None else argv
-    command = "python problem2/train.py " + " ".join(shlex.quote(a) for a in args if a != "--resume")
     try:
-        log = train(cfg, resume=ns.resume, command=command.strip())
+        log = train(cfg, resume=ns.resume, command=command_line("problem2/train.py", argv, drop=("--resume",)))
     finally:
         cleanup()
     for method in METHODS:

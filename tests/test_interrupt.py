@@ -37,10 +37,10 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(problem, tiny_data, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err and "interrupted" in err
-    epoch = torch.load(res / "last.pth", weights_only=False)["epoch"]
+    epoch = torch.load(res / "last.pth", weights_only=True)["epoch"]
     assert 1 <= epoch < int(args[1])
     # The kept checkpoint resumes: one more epoch on top of it.
     r = subprocess.run([*cmd, "--resume", "--epochs", str(epoch + 1)], cwd=ROOT, env=ENV, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert torch.load(res / "last.pth", weights_only=False)["epoch"] == epoch + 1
+    assert torch.load(res / "last.pth", weights_only=True)["epoch"] == epoch + 1

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES
+from problem1.analysis import false_positive_analysis
+from problem1.config import FEATURE_MAP_SIZES
 from problem1.evaluate import compute_ap, decode_predictions
-from problem1.metrics import best_f1, confusion_matrix, evaluate_detections
-from problem1.utils import anchor_scale_index, generate_anchors
-
-pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from problem1.metrics import ap_50_95, ap_hidden_ignored, best_f1, confusion_matrix, evaluate_detections
+from problem1.utils import anchor_scale_index, default_anchor_list, default_anchors
 
 
 def _gt(boxes, labels, ignore=None):
@@ -83,6 +80,10 @@ def test_ignored_ground_truth():
 # ------------------------------------------------------------------------------------------ pycocotools
 def _coco_ap(preds, gts, num_classes):
     """pycocotools AP@0.5 (area all, maxDets 100) per class; hidden objects ignored via an out-of-range area."""
+    pytest.importorskip("pycocotools")  # only the comparisons need it; every other test here runs without it
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     images, anns = [], []
     for i, g in enumerate(gts):
         images.append({"id": i + 1, "width": 224, "height": 224})
@@ -158,6 +159,29 @@ def test_class_without_ground_truth_is_left_out_like_pycocotools():
     assert ours["mAP"] == pytest.approx(theirs_map, abs=1e-6)
 
 
+def test_hidden_ignored_ap_known_answer():
+    # B is hidden (visibility 0.05 < 0.1) and found only after a false positive; A is found first.
+    gts = [{**_gt([A, B], [0, 0]), "visibility": np.array([1.0, 0.05])}]
+    preds = [_pred([A, C, B], [0.9, 0.8, 0.7], [0, 0, 0])]
+    hidden = ap_hidden_ignored(preds, gts, 3)
+    # ignoring B: A is a TP at precision 1 -> AP 1 (the detection on B counts as neither TP nor FP)
+    assert hidden["num_hidden"] == 1 and hidden["ap_per_class"][0] == pytest.approx(1.0)
+    # all counted: TP, FP, TP -> precision 1 up to recall 0.5, then 2/3
+    assert compute_ap(preds, gts)["ap_per_class"][0] == pytest.approx((51 + 50 * 2 / 3) / 101, abs=1e-12)
+    # the threshold is strict: visibility exactly 0.1 is not hidden
+    assert ap_hidden_ignored(preds, [{**gts[0], "visibility": np.array([1.0, 0.1])}], 3)["num_hidden"] == 0
+
+
+def test_ap_50_95_known_answer():
+    # One object, one detection with IoU exactly 0.8 (x2 shortened: 32/40): a hit at 0.50..0.80 (7 thresholds),
+    # a miss at 0.85..0.95 (3) -> AP@[.5:.95] = 7/10; the class without objects stays nan and out of the mean.
+    gts = [_gt([A], [0])]
+    preds = [_pred([[10, 10, 42, 50]], [0.9], [0])]
+    res = ap_50_95(preds, gts, 3)
+    assert res["ap_per_class"][0] == pytest.approx(0.7, abs=1e-12)
+    assert math.isnan(res["ap_per_class"][1]) and res["mAP"] == pytest.approx(0.7, abs=1e-12)
+
+
 def test_torch_inputs_and_best_f1_and_confusion():
     gts = [{"boxes": torch.tensor([A, B], dtype=torch.float32), "labels": torch.tensor([0, 1])}]
     preds = [{"boxes": torch.tensor([A, B, C], dtype=torch.float32), "scores": torch.tensor([0.9, 0.8, 0.6]),
@@ -185,11 +209,10 @@ def _outputs_with(cells: list[tuple[int, int, int, int, int, float]]):
 
 
 def test_decode_offsets_zero_gives_anchor_and_nms():
-    anchor_list = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224)
-    anchors = torch.cat(anchor_list)
+    anchors = default_anchors()
     # scale 2, cell (10, 10), anchor 1 (64 px): one detection exactly on its anchor
     outs = _outputs_with([(1, 10, 10, 1, 2, 5.0), (1, 10, 11, 1, 2, 4.0), (1, 10, 11, 0, 0, 4.0)])
-    dets = decode_predictions(outs, anchors, scale_index=anchor_scale_index(anchor_list))[0]
+    dets = decode_predictions(outs, anchors, scale_index=anchor_scale_index(default_anchor_list()))[0]
     k = 56 * 56 * 3 + (10 * 28 + 10) * 3 + 1
     torch.testing.assert_close(dets["boxes"][0], anchors[k])
     assert dets["labels"][0] == 2 and dets["scales"][0] == 1
@@ -198,8 +221,22 @@ def test_decode_offsets_zero_gives_anchor_and_nms():
     assert torch.all(dets["scores"][:-1] >= dets["scores"][1:])
 
 
+def test_batched_nms_never_suppresses_across_images():
+    # Two images with identical head outputs: identical boxes, but in different images they must not suppress
+    # each other, so each image keeps exactly what it keeps when decoded alone.
+    anchors = default_anchors()
+    outs = _outputs_with([(1, 10, 10, 1, 2, 5.0), (1, 10, 11, 1, 2, 4.0), (2, 3, 3, 0, 0, 3.0)])
+    alone = decode_predictions(outs, anchors)[0]
+    assert len(alone["scores"]) == 2  # the same-class neighbour is suppressed within the image
+    pair = decode_predictions([torch.cat([o, o]) for o in outs], anchors)
+    assert len(pair) == 2
+    for dets in pair:
+        for k in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(dets[k], alone[k])
+
+
 def test_decode_threshold_and_cap():
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224))
+    anchors = default_anchors()
     outs = _outputs_with([(2, i, j, 0, 0, 3.0) for i in range(0, 14, 3) for j in range(0, 14, 3)])  # 25, IoU <= 1/3
     assert len(decode_predictions(outs, anchors, max_detections=10)[0]["scores"]) == 10
     assert len(decode_predictions(outs, anchors)[0]["scores"]) == 25
@@ -208,8 +245,6 @@ def test_decode_threshold_and_cap():
 
 def test_false_positive_analysis_known_kinds():
     from types import SimpleNamespace
-
-    from problem1.evaluate import false_positive_analysis
 
     target = {"boxes": torch.tensor([[50.0, 50, 114, 114], [150, 150, 180, 180]]), "labels": torch.tensor([1, 0])}
     boxes = torch.tensor([

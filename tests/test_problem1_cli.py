@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -49,9 +50,13 @@ def test_help():
         assert all(f in out for f in flags), (script, out)
 
 
-def test_train_outputs(smoke):
+def test_train_outputs(smoke, tiny_data):
     for name in ("training_log.json", "best_model.pth", "last.pth", "config.json"):
         assert (smoke / name).is_file(), name
+    # config.json records the command, shell-quoted and re-runnable: it splits back into the arguments given
+    command = shlex.split(json.loads((smoke / "config.json").read_text())["command"])
+    assert command == ["python", "problem1/train.py", "--epochs", "1", "--data-dir", str(tiny_data),
+                       "--results-dir", str(smoke), *TINY]
     log = json.loads((smoke / "training_log.json").read_text())
     assert len(log) == 1 and log[0]["epoch"] == 1
     rec = log[0]
@@ -59,7 +64,7 @@ def test_train_outputs(smoke):
     assert set(rec["train"]) == losses and set(rec["val"]) == losses | {"mAP", "ap_per_class"}
     assert 0 <= rec["val"]["mAP"] <= 1 and set(rec["val"]["ap_per_class"]) == {"circle", "square", "triangle"}
     assert rec["time"]["epoch_s"] > 0
-    ckpt = torch.load(smoke / "best_model.pth", weights_only=False)
+    ckpt = torch.load(smoke / "best_model.pth", weights_only=True)
     assert ckpt["problem"] == "problem1" and ckpt["config"]["batch_size"] == 2 and ckpt["epoch"] == 1
 
 
@@ -94,19 +99,33 @@ def test_resume_equals_uninterrupted_run_and_is_deterministic(tiny_data, tmp_pat
 
 
 def test_resume_and_evaluate_refuse_bad_checkpoints(tiny_data, tmp_path):
-    with pytest.raises(UserError, match="checkpoint not found"):
+    with pytest.raises(UserError, match="--resume: .*last.pth not found, nothing to resume"):
         train(_tiny_config(tiny_data, tmp_path / "empty", 1), resume=True)
-    from problem1.evaluate import evaluate
+    assert not (tmp_path / "empty").exists()
+    from problem1.evaluate import run_evaluation
 
     other = tmp_path / "other.pth"
     torch.save({"problem": "problem2", "model": {}, "config": {}}, other)
     with pytest.raises(UserError, match="problem2"):
-        evaluate(other, tiny_data, tmp_path / "r")
+        run_evaluation(other, tiny_data, tmp_path / "r")
     wrong = tmp_path / "wrong.pth"
     torch.save({"problem": "problem1", "model": {"heads.0.pred.weight": torch.zeros(1)}, "config": {}}, wrong)
     with pytest.raises(UserError, match="does not fit"):
-        evaluate(wrong, tiny_data, tmp_path / "r")
+        run_evaluation(wrong, tiny_data, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_results_dir_that_is_a_file_is_a_one_line_error(script, tiny_data, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for results, phrase in ((taken, "is a file"), (taken / "sub", f"cannot be created: {taken} is a file")):
+        r = subprocess.run([sys.executable, f"problem1/{script}", "--data-dir", str(tiny_data), "--results-dir",
+                            str(results), *(TINY if script == "train.py" else [])],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"error: --results-dir {results}: {phrase}, not a folder\n"
+    assert taken.read_text() == "not a folder"
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path):

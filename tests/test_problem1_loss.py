@@ -9,9 +9,9 @@ from problem1.config import ANCHOR_SCALES, FEATURE_MAP_SIZES
 from problem1.dataset import load_split
 from problem1.loss import DetectionLoss, hard_negative_mining
 from problem1.model import OBJECTNESS_PRIOR, MultiScaleDetector
-from problem1.utils import flatten_predictions, generate_anchors
+from problem1.utils import default_anchors, flatten_predictions, generate_anchors
 
-ANCHORS = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224))
+ANCHORS = default_anchors()
 KEYS = {"loss_obj", "loss_cls", "loss_loc", "loss_total"}
 
 

@@ -4,9 +4,9 @@ import dataclasses
 import pytest
 import torch
 
+from problem1.analysis import force_match_effect
 from problem1.config import Config
-from problem1.evaluate import build_model
-from problem1.model import MultiScaleDetector
+from problem1.model import MultiScaleDetector, build_model
 from problem1.utils import flatten_predictions, gather_predictions
 
 
@@ -75,8 +75,6 @@ class _Boxes:
 
 
 def test_force_match_effect_counts_rescued_objects():
-    from problem1.evaluate import force_match_effect
-
     # Image 0: a 32 px box exactly on a scale-1 anchor (centre (18, 18), stride 4) -> positive without forcing;
     # a 6 px box overlaps no anchor at IoU >= 0.5 (the smallest anchor is 16 px) -> only the forced match gives
     # it an anchor. Image 1: no objects.

@@ -10,6 +10,7 @@ from problem1.model import MultiScaleDetector
 from problem1.utils import (
     compute_iou,
     decode_boxes,
+    default_anchors,
     encode_boxes,
     flatten_field,
     flatten_predictions,
@@ -64,13 +65,23 @@ def test_anchor_count_positions_and_sizes():
     torch.testing.assert_close(rect[1], torch.tensor([3.0 - 5, 2 - 5, 3 + 5, 2 + 5]))  # i=0, j=1: stride x 2, y 4
 
 
+def test_default_anchors_are_the_specified_set_in_anchor_order():
+    anchors = default_anchors()
+    assert anchors.shape == (12348, 4)
+    # scale 2 (stride 8) starts after the 56*56*3 anchors of scale 1; cell (10, 10), anchor 1 (64 px) is centred
+    # on (84, 84)
+    torch.testing.assert_close(anchors[56 * 56 * 3 + (10 * 28 + 10) * 3 + 1], torch.tensor([52.0, 52, 116, 116]))
+    # the very last anchor: scale 3 (stride 16), cell (13, 13), the 192 px one centred on (216, 216)
+    torch.testing.assert_close(anchors[-1], torch.tensor([120.0, 120, 312, 312]))
+
+
 def test_anchor_order_matches_head_flattening():
     """Each flattened prediction row must sit at its anchor: mark head channels by position, compare."""
     model = MultiScaleDetector()
     with torch.no_grad():
         outs = model(torch.zeros(1, 3, 224, 224))
     assert [tuple(o.shape) for o in outs] == [(1, 24, 56, 56), (1, 24, 28, 28), (1, 24, 14, 14)]
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224))
+    anchors = default_anchors()
     # Fill each head output so that anchor a at (i, j) of scale s carries (cx, cy, size) of where it is.
     marked = []
     for (h, w), scales in zip(FEATURE_MAP_SIZES, ANCHOR_SCALES, strict=True):
@@ -92,7 +103,7 @@ def test_anchor_order_matches_head_flattening():
 
 def test_encode_decode_round_trip():
     torch.manual_seed(0)
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224)).double()
+    anchors = default_anchors().double()
     xy = torch.rand(len(anchors), 2, dtype=torch.float64) * 200
     boxes = torch.cat([xy, xy + torch.rand(len(anchors), 2, dtype=torch.float64) * 150 + 1], -1)
     offsets = encode_boxes(boxes, anchors)
@@ -145,7 +156,7 @@ def test_match_two_objects_best_iou_and_forced_conflict():
 
 
 def test_match_empty_image_all_negative():
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224))
+    anchors = default_anchors()
     labels, boxes, pos, neg = match_anchors_to_targets(anchors, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     assert labels.shape == (12348,) and boxes.shape == (12348, 4)
     assert not pos.any() and neg.all() and not labels.any()
@@ -153,7 +164,7 @@ def test_match_empty_image_all_negative():
 
 def test_batched_matching_equals_per_image():
     torch.manual_seed(1)
-    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SCALES, 224))
+    anchors = default_anchors()
     targets = []
     for n in (3, 0, 5, 1):
         xy = torch.rand(n, 2) * 150

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,14 @@ def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path):
                                   for p in ("hands jointly", "each map alone")}
     assert len(m["ceiling"]["curve"]) == 101 and set(m["failures"]) == {
         "heatmap_right_regression_wrong", "regression_right_heatmap_wrong", "both_wrong"}
+    # The evaluation of the saved models reproduces the validation numbers logged in training (the same path).
+    for rec in log:
+        r = m["methods"][rec["model"]]
+        assert r["epoch"] == rec["epoch"] and r["val_loss"] == pytest.approx(rec["val"]["loss"], rel=1e-6)
+        assert r["metrics"]["pck"] == rec["val"]["pck"]
+        assert r["metrics"]["swap_invariant"]["pck"] == rec["val"]["pck_swap_invariant"]
+        assert r["metrics"]["auc"] == pytest.approx(rec["val"]["auc"], abs=1e-9)
+        assert r["metrics"]["mean_px_error"] == pytest.approx(rec["val"]["mean_px_error"], rel=1e-6)
     for fig in ("pck_curves", "sample_predictions", "predicted_heatmaps", "heatmaps_during_training",
                 "failure_cases", "training_curves"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 0, fig
@@ -88,8 +97,8 @@ def test_resume_and_determinism(tiny_data, tmp_path, capsys):
     # Same seed on CPU: byte-identical log apart from timing, and identical weights.
     assert run_main(train.main, [*common, "2", "--results-dir", str(c)]) == 0
     assert json.dumps(log_of(a)) == json.dumps(log_of(c))
-    wa = torch.load(a / "heatmap_model.pth", weights_only=False)["model"]
-    wc = torch.load(c / "heatmap_model.pth", weights_only=False)["model"]
+    wa = torch.load(a / "heatmap_model.pth", weights_only=True)["model"]
+    wc = torch.load(c / "heatmap_model.pth", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     # Each model has its own seed and RNG stream: training one alone gives the same model as training both.
     d = tmp_path / "d"
@@ -118,9 +127,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_data, tmp_path):
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)  # right after epoch 1's checkpoint, possibly mid-write of the log
     assert proc.wait() == -signal.SIGKILL  # killed before it could finish
-    assert torch.load(killed / "last.pth", weights_only=False)["epoch"] < 3
+    assert torch.load(killed / "last.pth", weights_only=True)["epoch"] < 3
     for f in killed.glob("*.pth"):  # whatever the moment of the kill, no file is truncated
-        torch.load(f, weights_only=False)
+        torch.load(f, weights_only=True)
     if (killed / "training_log.json").exists():
         json.loads((killed / "training_log.json").read_text())
     assert run_main(train.main, [*common, "--results-dir", str(killed), "--resume"]) == 0
@@ -204,6 +213,48 @@ def test_bad_cli_values(argv, flag, tmp_path, capsys):
     assert flag in err and "Traceback" not in err and not (tmp_path / "r").exists()
 
 
+def test_limits_and_the_recorded_command(tiny_data, tmp_path):
+    res = tmp_path / "with space"  # the recorded command must quote it to be re-runnable
+    args = ["--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu"]
+    train_args = [*args, "--model", "regression", "--epochs", "1", "--limit-train", "4", "--limit-val", "3"]
+    assert run_main(train.main, train_args) == 0
+    config = json.loads((res / "config.json").read_text())
+    assert (config["limit_train"], config["limit_val"]) == (4, 3)
+    assert shlex.split(config["command"]) == ["python", "problem2/train.py", *train_args]
+    log = json.loads((res / "training_log.json").read_text())
+    assert log[0]["val"]["pck"] == evaluate_pck_of(args, res)  # the checkpoint's 3 validation images
+    assert json.loads((res / "metrics.json").read_text())["num_images"] == 3
+    assert run_main(evaluate.main, [*args, "--limit-val", "0"]) == 0  # all of them
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert metrics["num_images"] == 8
+    assert shlex.split(metrics["command"]) == ["python", "problem2/evaluate.py", *args, "--limit-val", "0"]
+
+
+def evaluate_pck_of(args: list[str], res: Path) -> dict:
+    assert run_main(evaluate.main, args) == 0
+    return json.loads((res / "metrics.json").read_text())["methods"]["regression"]["metrics"]["pck"]
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate", "baseline"])
+def test_results_dir_that_is_a_file(script, tiny_data, tmp_path, capsys):
+    not_a_dir = tmp_path / "results.txt"
+    not_a_dir.write_text("keep me")
+    main = {"train": train.main, "evaluate": evaluate.main, "baseline": baseline.main}[script]
+    assert run_main(main, ["--data-dir", str(tiny_data), "--results-dir", str(not_a_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --results-dir {not_a_dir}: is a file, not a folder\n"
+    assert not_a_dir.read_text() == "keep me"
+
+
+def test_resume_without_a_checkpoint_is_an_error(tiny_data, tmp_path, capsys):
+    res = tmp_path / "res"
+    assert run_main(train.main, ["--data-dir", str(tiny_data), "--results-dir", str(res), "--epochs", "1",
+                                 "--device", "cpu", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: {res / 'last.pth'} not found, nothing to resume" in err and len(err.splitlines()) == 1
+    assert not res.exists()
+
+
 def test_bad_checkpoints(tiny_data, tmp_path, capsys):
     res = tmp_path / "res"
     res.mkdir()
@@ -214,7 +265,7 @@ def test_bad_checkpoints(tiny_data, tmp_path, capsys):
     assert run_main(evaluate.main, args) == 2  # the other problem's checkpoint
     assert "problem1" in capsys.readouterr().err
     assert run_main(train.main, [*args, "--epochs", "1", "--model", "heatmap"]) == 0
-    ckpt = torch.load(res / "heatmap_model.pth", weights_only=False)
+    ckpt = torch.load(res / "heatmap_model.pth", weights_only=True)
     ckpt["config"]["skip"] = False  # the weights no longer fit the model it describes
     torch.save(ckpt, res / "heatmap_model.pth")
     capsys.readouterr()

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from generate_datasets import generate
-from problem2.evaluate import (
+from problem2.metrics import (
     auc,
     best_single_prediction_sum,
     compute_pck,
     hand_ambiguity_ceiling,
     keypoint_metrics,
-    normalizer,
     pck_correct,
+    reference_length,
     swap_hands_to_best,
 )
 
@@ -26,12 +26,12 @@ def figure(cx: float = 60.0, cy: float = 60.0) -> torch.Tensor:
     return torch.tensor([[cx, cy - 10], [cx - 20, cy], [cx + 20, cy], [cx - 10, cy + 20], [cx + 10, cy + 20]])
 
 
-def test_normalizers():
+def test_reference_lengths():
     gt = figure()[None]
-    assert normalizer(gt, "bbox").item() == pytest.approx(50.0)
-    assert normalizer(gt, "torso").item() == pytest.approx(30.0)  # head (60, 50) to feet midpoint (60, 80)
+    assert reference_length(gt, "bbox").item() == pytest.approx(50.0)
+    assert reference_length(gt, "torso").item() == pytest.approx(30.0)  # head (60, 50) to feet midpoint (60, 80)
     with pytest.raises(ValueError):
-        normalizer(gt, "nose")
+        reference_length(gt, "nose")
 
 
 def test_pck_toy_known_answers():

@@ -1,0 +1,185 @@
+"""Problem-1 figures: every PNG that ``evaluate.py`` writes into ``visualizations/``, one function each.
+
+Each takes numbers the evaluation already computed (nothing is re-evaluated here) and saves through
+``common.plotting.save_figure`` (atomic write, figure closed).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.plotting import image_grid, plot_training_curves, pyplot, save_figure
+from problem1.analysis import CONFUSION_SCORE, SIZE_LABELS
+from problem1.config import CLASS_NAMES, IMAGE_SIZE
+from problem1.dataset import ShapeDetectionDataset
+from problem1.metrics import ClassCurve
+from problem1.model import MultiScaleDetector
+
+VIS_SCORE = 0.3  # predictions drawn on the example images
+SCALE_COLORS = ("tab:blue", "tab:orange", "tab:green")
+LOSS_COLORS = {"loss_total": "k", "loss_obj": "tab:blue", "loss_cls": "tab:orange", "loss_loc": "tab:green"}
+
+
+def plot_detections(dataset: ShapeDetectionDataset, predictions: Sequence[dict], path: Path, n: int = 10) -> None:
+    """The first ``n`` validation images with their ground truth and the detections scoring >= ``VIS_SCORE``."""
+    plt = pyplot()
+    fig, axes = image_grid(min(n, len(dataset)), 5, (3.2, 3.4))
+    for k, ax in enumerate(axes):
+        ax.axis("off")
+        ax.imshow(dataset.images[k].permute(1, 2, 0).cpu().numpy())
+        for box in dataset.targets[k]["boxes"].tolist():
+            # dark green, dashed: the squares themselves are bright green
+            ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color="darkgreen",
+                                       lw=2, ls="--"))
+        p = predictions[k]
+        for box, s, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
+            if s < VIS_SCORE:
+                continue
+            ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color="red", lw=1.2))
+            ax.text(box[0], box[1] - 2, f"{CLASS_NAMES[lab]} {s:.2f}", color="red", fontsize=7,
+                    bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "lw": 0})
+        ax.set(xlim=(0, IMAGE_SIZE), ylim=(IMAGE_SIZE, 0))
+        ax.set_title(dataset.file_names[k], fontsize=8)
+    fig.suptitle(f"Validation detections: ground truth green (dashed), predictions red (score >= {VIS_SCORE}); "
+                 "224x224 px")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    save_figure(fig, path)
+
+
+def plot_pr_curves(curves: Sequence[ClassCurve], path: Path) -> None:
+    """Interpolated precision against recall per class at IoU 0.5, each labelled with its AP."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, cur in zip(CLASS_NAMES, curves, strict=True):
+        if cur.num_gt and len(cur.recall):
+            ax.plot(cur.recall, np.maximum.accumulate(cur.precision[::-1])[::-1], label=f"{name} (AP {cur.ap:.3f})")
+    ax.set(xlabel="recall", ylabel="precision (interpolated)", xlim=(0, 1.01), ylim=(0, 1.02),
+           title="Precision-recall per class, IoU 0.5")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_anchor_coverage(cov: dict, path: Path) -> None:
+    """Best anchor IoU of every ground truth by object size, and the share with a positive anchor per scale."""
+    plt = pyplot()
+    best, sizes, labels = cov["_best_iou"], cov["_sizes"], cov["_labels"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for s, sc in enumerate(cov["scales"]):
+        ax1.scatter(sizes, best[:, s], s=8, alpha=0.5, color=SCALE_COLORS[s],
+                    label=f"scale {s + 1} (stride {sc['stride']:g}, anchors {sc['anchor_sizes']})")
+    ax1.axhline(cov["pos_threshold"], color="k", ls="--", lw=1, label="positive threshold")
+    ax1.set(xlabel="object size sqrt(w*h) (pixels)", ylabel="best IoU with this scale's anchors",
+            title="Best anchor IoU per ground truth", ylim=(0, 1))
+    ax1.legend(fontsize=8, loc="lower right")
+    width = 0.25
+    x = np.arange(len(CLASS_NAMES))
+    for s, sc in enumerate(cov["scales"]):
+        vals = [sc["by_class"][n]["share_with_positive_anchor"] or 0 for n in CLASS_NAMES]
+        ax2.bar(x + (s - 1) * width, vals, width, color=SCALE_COLORS[s], label=f"scale {s + 1}")
+    ax2.set_xticks(x, [f"{n}\n(n={int((labels == c).sum())})" for c, n in enumerate(CLASS_NAMES)])
+    # headroom above the bars, so the legend never hides a bar at 1.0
+    ax2.set(ylabel=f"share of ground truths with an anchor IoU >= {cov['pos_threshold']}", ylim=(0, 1.2),
+            yticks=np.linspace(0, 1, 6), title="Anchor coverage per scale")
+    ax2.legend(loc="upper center", ncol=3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_scale_specialisation(spec: dict, path: Path) -> None:
+    """Per class and object size, the share of true positives that each scale produced."""
+    plt = pyplot()
+    counts = spec["_counts"]  # [C, bins, S]
+    rows = [(c, i) for c in range(counts.shape[0]) for i in range(counts.shape[1]) if counts[c, i].sum()]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * max(len(rows), 1) + 1.5))
+    left = np.zeros(len(rows))
+    for s in range(counts.shape[2]):
+        share = np.array([counts[c, i, s] / counts[c, i].sum() for c, i in rows]) if rows else np.zeros(0)
+        ax.barh(np.arange(len(rows)), share, left=left, color=SCALE_COLORS[s], label=f"scale {s + 1}")
+        left += share
+    ax.set_yticks(np.arange(len(rows)),
+                  [f"{CLASS_NAMES[c]}, {SIZE_LABELS[i]} px (TP={counts[c, i].sum()})" for c, i in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="share of true positives (IoU 0.5) produced by each scale", xlim=(0, 1),
+           title="Scale specialisation: which head finds which objects")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # outside: the bars fill the axes
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+@torch.no_grad()
+def plot_feature_maps(model: MultiScaleDetector, dataset: ShapeDetectionDataset, device: torch.device, path: Path,
+                      n: int = 4) -> None:
+    """The first ``n`` validation images and the channel-mean activation of each scale's feature map."""
+    plt = pyplot()
+    n = min(n, len(dataset))
+    model.eval()
+    images, _, _ = dataset.get_batch(torch.arange(n))
+    feats = [f.float().mean(dim=1).cpu() for f in model.features(images.to(device))]  # 3 x [n, H, W]
+    fig, axes = plt.subplots(n, 4, figsize=(12, 3 * n), squeeze=False)
+    for k in range(n):
+        axes[k, 0].imshow(images[k].permute(1, 2, 0).cpu().numpy())
+        axes[k, 0].set_title(dataset.file_names[k], fontsize=9)
+        for s, f in enumerate(feats):
+            im = axes[k, s + 1].imshow(f[k].numpy(), cmap="viridis")
+            axes[k, s + 1].set_title(f"scale {s + 1}: mean activation {tuple(f.shape[1:])}", fontsize=9)
+            fig.colorbar(im, ax=axes[k, s + 1], fraction=0.046)
+        for ax in axes[k]:
+            ax.axis("off")
+    fig.suptitle("Mean feature activation (over channels) at each detection scale")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    save_figure(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, path: Path) -> None:
+    """The ``[C+1, C+1]`` confusion matrix of ``metrics.confusion_matrix`` with its counts written in."""
+    plt = pyplot()
+    names = list(CLASS_NAMES)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(names) + 1), names + ["(missed)"])
+    ax.set_yticks(range(len(names) + 1), names + ["(background)"])
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title=f"Confusion matrix (score >= {CONFUSION_SCORE}, IoU >= 0.5)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_loss_and_ap(log: list[dict], path: Path) -> None:
+    """``training_curves.png``: loss by term (train and validation) and validation AP per epoch."""
+    epochs = [r["epoch"] for r in log]
+    losses = {key: (epochs, [r["train"][key] for r in log], [r["val"][key] for r in log], color)
+              for key, color in LOSS_COLORS.items()}
+    aps = {"mAP": (epochs, [r["val"]["mAP"] for r in log], {"color": "k"}),
+           **{name: (epochs, [r["val"]["ap_per_class"][name] for r in log], {}) for name in CLASS_NAMES}}
+    plot_training_curves(path, losses, aps, loss_ylabel="loss (per positive anchor)", metric_ylabel="validation AP@0.5",
+                         metric_title="Validation AP", metric_ylim=(0, 1), loss_legend_cols=2)
+
+
+def write_figures(out_dir: Path, model: MultiScaleDetector, dataset: ShapeDetectionDataset, device: torch.device,
+                  predictions: Sequence[dict], curves: Sequence[ClassCurve], coverage: dict, specialisation: dict,
+                  confusion: np.ndarray, num_vis: int = 10) -> None:
+    """Every figure into ``out_dir/visualizations``; training curves when ``out_dir`` has a problem-1 training log."""
+    vis = out_dir / "visualizations"
+    if num_vis:
+        plot_detections(dataset, predictions, vis / "detections.png", num_vis)
+    plot_pr_curves(curves, vis / "pr_curves.png")
+    plot_anchor_coverage(coverage, vis / "anchor_coverage.png")
+    plot_scale_specialisation(specialisation, vis / "scale_specialisation.png")
+    plot_feature_maps(model, dataset, device, vis / "feature_maps.png")
+    plot_confusion(confusion, vis / "confusion_matrix.png")
+    log_path = out_dir / "training_log.json"
+    if log_path.is_file():
+        try:
+            plot_loss_and_ap(json.loads(log_path.read_text()), vis / "training_curves.png")
+        except (ValueError, KeyError, TypeError):
+            print(f"note: {log_path} is not a problem-1 training log; no training curves", file=sys.stderr)

@@ -1,0 +1,131 @@
+"""bf16 mixed precision: PyTorch's capability check decides, ``--no-amp`` is exact fp32, bf16 runs are deterministic
+and resume exactly.
+
+The training tests force the capability check to "native bf16" so they exercise bf16 on every CPU (where it is
+emulated it is only slower); the SIGKILL test needs a real process and so runs only where bf16 is native.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import common.runtime as runtime
+from common.errors import run_cli
+from common.runtime import autocast, cpu_has_native_bf16, resolve_precision
+from common.training import strip_timing
+from problem1 import train as train1
+from problem2 import train as train2
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _main(main, argv: list[str]) -> int:
+    try:
+        run_cli(lambda: main(argv))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def _log(results) -> list[dict]:
+    return strip_timing(json.loads((results / "training_log.json").read_text()))
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Pretend the CPU computes bf16 natively (as AVX512-BF16/AMX CPUs do)."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_capability_check_drives_the_choice(native, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision(CPU, True) == ("bf16" if native else "fp32")
+    assert resolve_precision(CPU, None) == "fp32"  # opt-in on CPU
+    assert resolve_precision(CPU, False) == "fp32"
+    assert resolve_precision(CUDA, None) == "bf16" and resolve_precision(CUDA, True) == "bf16"
+    assert resolve_precision(CUDA, False) == "fp32"
+    assert resolve_precision(torch.device("mps"), True) == "fp32"
+    x = torch.ones(2, 2)
+    with autocast(CPU, True):
+        assert (x @ x).dtype == (torch.bfloat16 if native else torch.float32)
+    with autocast(CPU, None), autocast(CPU, False):
+        assert (x @ x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_capability_check_is_pytorchs(avx512_bf16, amx, expected, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert cpu_has_native_bf16() is expected
+
+
+P2 = ["--device", "cpu", "--model", "heatmap", "--limit-train", "8", "--limit-val", "8"]
+
+
+def test_problem2_bf16_trains_deterministically_and_resumes(native_bf16, tiny_data, tmp_path):
+    common = [*P2, "--data-dir", str(tiny_data), "--amp", "--lr", "0.003"]
+    a, b, c, f = (tmp_path / n for n in "abcf")
+    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(a)]) == 0
+    log = _log(a)
+    assert log[-1]["train"]["loss"] < log[0]["train"]["loss"]  # it learns
+    assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
+    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(b)]) == 0
+    assert json.dumps(_log(b)) == json.dumps(log)  # same seed, same machine: identical
+    assert _main(train2.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
+    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(c), "--resume"]) == 0
+    assert _log(c) == log
+    # ... and bf16 was really used: exact fp32 gives other numbers
+    assert _main(train2.main, [*common[:-3], "--no-amp", "--lr", "0.003", "--epochs", "3", "--results-dir",
+                               str(f)]) == 0
+    assert _log(f) != log
+    assert json.loads((f / "config.json").read_text())["precision"] == "fp32"
+
+
+def test_amp_changes_nothing_without_native_bf16(monkeypatch, tiny_data, tmp_path):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    common = [*P2, "--data-dir", str(tiny_data), "--epochs", "1"]
+    assert _main(train2.main, [*common, "--amp", "--results-dir", str(tmp_path / "a")]) == 0
+    assert _main(train2.main, [*common, "--no-amp", "--results-dir", str(tmp_path / "b")]) == 0
+    assert json.dumps(_log(tmp_path / "a")) == json.dumps(_log(tmp_path / "b"))
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["precision"] == "fp32"
+
+
+P1 = ["--device", "cpu", "--limit-train", "4", "--batch-size", "2", "--limit-val", "4", "--eval-batch-size", "4"]
+
+
+def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_path):
+    common = [*P1, "--data-dir", str(tiny_data), "--amp"]
+    a, b, c = (tmp_path / n for n in "abc")
+    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(a)]) == 0
+    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(b)]) == 0
+    assert json.dumps(_log(a)) == json.dumps(_log(b))
+    assert _main(train1.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
+    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
+    assert _log(c) == _log(a)
+    assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="a real process uses the real capability check")
+def test_bf16_sigkill_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+    common = [*P2, "--data-dir", str(tiny_data), "--amp", "--epochs", "3"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert _main(train2.main, [*common, "--results-dir", str(ref)]) == 0
+    proc = subprocess.Popen([sys.executable, "problem2/train.py", *common, "--results-dir", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert torch.load(killed / "last.pth", weights_only=True)["epoch"] < 3
+    assert _main(train2.main, [*common, "--results-dir", str(killed), "--resume"]) == 0
+    assert _log(killed) == _log(ref)
