@@ -166,22 +166,21 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
     cfg = Config(data_dir=str(data_dir), amp=amp)
     ensure_data(data_dir, is_default=False, dataset="keypoints")
     train_all, val_all = (d.to(device) for d in load_data(cfg))
-    criterion = build_criterion()
     b = cfg.batch_size
     batches = _full_batches(len(train_all), b)
     fake_images = torch.rand(b, 1, 128, 128, device=device)
     results = {}
     for method in ("heatmap", "regression"):
-        codec = build_codec(method, cfg, train_all.keypoint_names)
+        codec, criterion = build_codec(method, cfg, train_all.keypoint_names), build_criterion(method, cfg)
         train_set, val_set = train_all.with_codec(codec), val_all.with_codec(codec)
         set_seed(cfg.seed)
-        model = build_model(method, train_set.num_keypoints, cfg.heatmap_size, cfg.skip).to(
+        model = build_model(method, train_set.num_keypoints, cfg).to(
             device, memory_format=memory_format(cfg.channels_last if channels_last is None else channels_last))
         opt = build_optimizer(model, cfg)
         _, fake_targets, _ = train_set.get_batch(batches[0])
         fake_out = torch.rand_like(fake_targets, requires_grad=True)
 
-        def non_model(i, train_set=train_set, fake_out=fake_out):
+        def non_model(i, train_set=train_set, fake_out=fake_out, criterion=criterion):
             _, targets, _ = train_set.get_batch(batches[i % len(batches)])
             criterion(fake_out, targets)["loss"].backward()
 
@@ -189,7 +188,7 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
             maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
             fake_loss=lambda out, t=fake_targets: (out.float() - t).square().mean(),
             real_batch=lambda i, ts=train_set: ts.get_batch(batches[i % len(batches)]),
-            real_loss=lambda out, batch: criterion(out, batch[1])["loss"],
+            real_loss=lambda out, batch, criterion=criterion: criterion(out, batch[1])["loss"],
             non_model=non_model,
             infer_batches=lambda vs=val_set: (vs.get_batch(idx)[0] for idx in torch.arange(len(vs)).split(
                 VAL_BATCH_SIZE)),

@@ -2,7 +2,7 @@
 
 Each field becomes ``--field-name`` (underscores to dashes) with the dataclass default, so the
 specification defaults live in exactly one spot: the problem's config dataclass. Field metadata may
-carry ``help``, ``choices`` and bounds (``min`` for >=, ``gt`` for >) that are checked with a
+carry ``help``, ``choices`` and bounds (``min`` for >=, ``gt`` for >, ``lt`` for <) that are checked with a
 one-line error instead of a traceback.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ C = TypeVar("C")
 
 
 def cfg_field(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with CLI help and optional ``choices``/``min``/``gt`` metadata."""
+    """A dataclass field with CLI help and optional ``choices``/``min``/``gt``/``lt`` metadata."""
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
     return dataclasses.field(default=default, metadata={"help": help, **meta})
@@ -54,7 +54,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[C]) -> None:
 
 
 def validate_config(cfg: Any) -> None:
-    """Check the ``min``/``gt`` bounds in field metadata; raise a one-line :class:`UserError`."""
+    """Check the ``min``/``gt``/``lt`` bounds in field metadata; raise a one-line :class:`UserError`."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         values = value if isinstance(value, list) else [value]
@@ -65,6 +65,8 @@ def validate_config(cfg: Any) -> None:
                 raise UserError(f"{_flag(f.name)} must be >= {f.metadata['min']} (got {v})")
             if "gt" in f.metadata and not v > f.metadata["gt"]:
                 raise UserError(f"{_flag(f.name)} must be > {f.metadata['gt']} (got {v})")
+            if "lt" in f.metadata and not v < f.metadata["lt"]:
+                raise UserError(f"{_flag(f.name)} must be < {f.metadata['lt']} (got {v})")
 
 
 def parse_config(cls: type[C], argv: list[str] | None = None, description: str = "",

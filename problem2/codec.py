@@ -19,8 +19,14 @@ Coordinate conventions (the one place they are defined)
   is interleaved ``(x0, y0, x1, y1, ...)``. Decoding inverts it with ``x = n * S - 0.5``, so both methods
   are scored in the same pixel frame with no half-pixel bias between them.
 
+* **SimCC bins.** With ``L = S * split_ratio`` bins per axis, bin ``i`` covers ``1 / split_ratio`` image pixels
+  centred at ``x = (i + 0.5) * S / L - 0.5``: the heatmap-pixel frame with ``hs = L``, so the same two
+  conversions serve it.
+
 Heatmap targets are Gaussians with sigma in heatmap pixels and the peak at the exact sub-pixel position; a
-keypoint outside the image gives an all-zero map (the math is in ``heatmaps.py``).
+keypoint outside the image gives an all-zero map (the math is in ``heatmaps.py``). The integral codec decodes the
+same kind of map by its expectation (soft-argmax) instead of its peak; the SimCC codec classifies each axis into
+sub-pixel bins.
 """
 from __future__ import annotations
 
@@ -30,8 +36,15 @@ from typing import Any
 
 import torch
 
-from problem2.config import DECODERS
-from problem2.heatmaps import DARK_BLUR_SIGMA, decode_heatmaps, gaussian_heatmaps
+from problem2.config import DECODERS, Config, as_config
+from problem2.heatmaps import (
+    DARK_BLUR_SIGMA,
+    decode_heatmaps,
+    decode_profiles,
+    gaussian_heatmaps,
+    gaussian_profiles,
+    soft_argmax,
+)
 
 IMAGE_SIZE = 128
 HAND_NAMES = ("left_hand", "right_hand")
@@ -63,6 +76,11 @@ def inside_image(xy: torch.Tensor, image_size: int = IMAGE_SIZE) -> torch.Tensor
     """``Bool[...]`` for ``xy (Tensor[..., 2])``: finite and within the image extent ``[-0.5, S - 0.5]``."""
     ok = torch.isfinite(xy) & (xy >= -0.5) & (xy <= image_size - 0.5)
     return ok.all(dim=-1)
+
+
+def simcc_bins(split_ratio: float, image_size: int = IMAGE_SIZE) -> int:
+    """SimCC's bins per axis: ``image_size * split_ratio``, rounded (the model's output width, the codec's labels)."""
+    return round(image_size * split_ratio)
 
 
 def hand_indices(keypoint_names: Sequence[str]) -> tuple[int, int] | None:
@@ -162,22 +180,88 @@ class RegressionCodec:
         return unit_to_pixels(outputs.detach().float().view(outputs.shape[0], -1, 2), self.image_size)
 
 
-Codec = HeatmapCodec | RegressionCodec
+@dataclasses.dataclass(frozen=True)
+class IntegralCodec:
+    """Integral regression (soft-argmax) on ``hs x hs`` maps: the expectation of each map's softmax is the keypoint.
 
-
-def build_codec(method: str, config: Any, keypoint_names: Sequence[str]) -> Codec:
-    """The codec of ``method`` ('heatmap' or 'regression') with the settings of ``config``: a problem-2
-    ``Config`` or the config dict a checkpoint holds (``heatmap_size``, ``sigma``, ``decoder``, ``hand_pairs``,
-    ``canonical_hands``).
-
-    The hands are decoded jointly unless ``--no-hand-pairs`` or the canonical labelling (which makes their labels
-    a function of the image) is in effect; checkpoints from before ``hand_pairs`` existed decoded them jointly.
+    ``encode -> {'uv': Tensor[B, K, 2] heatmap pixels, 'heatmaps': Tensor[B, K, hs, hs]}``: the coordinates the
+    loss compares the expectation with, and the Gaussian target of ``sigma`` heatmap pixels normalised to sum 1,
+    toward which DSNT's divergence term pulls the softmax. ``decode`` takes the expectation: no peak search, and
+    between the peaks of a two-peaked map.
     """
-    c: Mapping[str, Any] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    image_size: int = IMAGE_SIZE
+    heatmap_size: int = 64
+    sigma: float = 2.0
+
+    def encode(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``keypoints (Tensor[B, K, 2])`` image pixels -> ``{'uv', 'heatmaps'}`` float32 targets (see the class)."""
+        kp = keypoints.float()
+        maps = render_heatmaps_batch(kp, self.image_size, self.heatmap_size, self.sigma)  # [B, K, hs, hs]
+        total = maps.sum(dim=(-2, -1), keepdim=True)
+        return {"uv": pixels_to_heatmap(kp, self.image_size, self.heatmap_size),
+                "heatmaps": maps / total.clamp_min(1e-12)}  # all zero for a keypoint outside the image
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``outputs (Tensor[B, K, h, w])`` map logits -> ``Tensor[B, K, 2]`` float32 image pixels (soft-argmax)."""
+        h, w = outputs.shape[-2:]
+        uv, _ = soft_argmax(outputs.detach())
+        return heatmap_to_pixels(uv, self.image_size, torch.tensor([w, h], dtype=torch.float32, device=uv.device))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimCCCodec:
+    """SimCC (Li et al. 2022): each coordinate classified into ``L = image_size * split_ratio`` sub-pixel bins.
+
+    ``encode -> Tensor[B, K, 2, L]``: per keypoint and axis (x at ``[:, :, 0]``, y at ``[:, :, 1]``) a Gaussian of
+    ``sigma`` image pixels over the bins, normalised to sum 1 (the label-smoothed class distribution the KL loss
+    compares with the softmax of the logits). ``decode`` takes each axis's argmax with a sub-bin step
+    (:func:`~problem2.heatmaps.decode_profiles`): x and y are decoded apart, each at its own maximum.
+    """
+    image_size: int = IMAGE_SIZE
+    split_ratio: float = 2.0
+    sigma: float = 2.0
+
+    def __post_init__(self):
+        if self.bins < 3 or not self.sigma > 0:
+            raise ValueError(f"need image_size * split_ratio >= 3 bins and sigma > 0, got {self.bins}, {self.sigma}")
+
+    @property
+    def bins(self) -> int:
+        return simcc_bins(self.split_ratio, self.image_size)
+
+    def encode(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """``keypoints (Tensor[B, K, 2])`` image pixels -> ``Tensor[B, K, 2, L]`` float32 label distributions."""
+        kp = keypoints.float()
+        scale = self.bins / self.image_size  # bins per image pixel
+        labels = gaussian_profiles(pixels_to_heatmap(kp, self.image_size, self.bins), inside_image(kp, self.image_size),
+                                   self.bins, self.sigma * scale)  # [B, K, 2, L]
+        return labels / labels.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``outputs (Tensor[B, K, 2, L])`` logits -> ``Tensor[B, K, 2]`` float32 image pixels."""
+        return heatmap_to_pixels(decode_profiles(outputs), self.image_size, outputs.shape[-1])
+
+
+Codec = HeatmapCodec | RegressionCodec | IntegralCodec | SimCCCodec
+
+
+def build_codec(method: str, config: Config | Mapping[str, Any], keypoint_names: Sequence[str]) -> Codec:
+    """The codec of ``method`` (one of ``config.METHODS``) with the settings of ``config``: a problem-2 ``Config``
+    or the config dict a checkpoint holds (keys it predates take their defaults, see ``config.as_config``).
+
+    The heatmap codec decodes the hands jointly unless ``--no-hand-pairs`` or the canonical labelling (which makes
+    their labels a function of the image) is in effect; checkpoints from before ``hand_pairs`` existed decoded them
+    jointly.
+    """
+    c = as_config(config)
     if method == "heatmap":
         hands = hand_indices(keypoint_names)
-        joint = c.get("hand_pairs", True) and hands is not None and not c.get("canonical_hands", False)
-        return HeatmapCodec(IMAGE_SIZE, c["heatmap_size"], c["sigma"], c["decoder"], (hands,) if joint else ())
+        joint = c.hand_pairs and hands is not None and not c.canonical_hands
+        return HeatmapCodec(IMAGE_SIZE, c.heatmap_size, c.sigma, c.decoder, (hands,) if joint else ())
     if method == "regression":
         return RegressionCodec(IMAGE_SIZE)
+    if method == "integral":
+        return IntegralCodec(IMAGE_SIZE, c.heatmap_size, c.sigma)
+    if method == "simcc":
+        return SimCCCodec(IMAGE_SIZE, c.simcc_split_ratio, c.simcc_sigma)
     raise ValueError(f"unknown method {method!r}")

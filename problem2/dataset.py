@@ -146,9 +146,10 @@ class KeypointDataset(Dataset):
         keypoints = self.keypoints[index]
         return images, self.codec.encode(keypoints), keypoints
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
         images, targets, _ = self.get_batch(torch.tensor([i]))
-        return images[0], targets[0]
+        # The integral codec's targets are a dict of named tensors.
+        return images[0], ({k: v[0] for k, v in targets.items()} if isinstance(targets, dict) else targets[0])
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, dist_info: DistInfo | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -34,7 +34,7 @@ from common.runtime import AMP_HELP, autocast, memory_format, pick_device, resol
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem2.codec import HeatmapCodec, build_codec  # noqa: E402
 from problem2.codec import extract_keypoints_from_heatmaps as extract_keypoints_from_heatmaps  # noqa: E402  (re-export)
-from problem2.config import DECODERS, METHODS, PROBLEM  # noqa: E402
+from problem2.config import DECODERS, METHODS, PROBLEM, SPECIFIED_METHODS  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split  # noqa: E402
 from problem2.figures import (  # noqa: E402
     plot_failures,
@@ -44,7 +44,7 @@ from problem2.figures import (  # noqa: E402
     plot_training_log,
     plot_training_stages,
 )
-from problem2.loss import build_criterion  # noqa: E402
+from problem2.loss import KeypointMSELoss, build_criterion  # noqa: E402
 from problem2.metrics import (  # noqa: E402
     DENSE_THRESHOLDS,
     THRESHOLDS,
@@ -63,33 +63,39 @@ from problem2.report import write_summary  # noqa: E402
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: KeypointDataset, batch_size: int = 64, amp: bool | None = None,
-            keep_outputs: int = 0) -> dict:
-    """Run ``model`` over ``dataset`` in file order: ``{'loss', 'predictions' Tensor[N, K, 2] px, 'outputs'}``.
+            keep_outputs: int = 0, criterion: torch.nn.Module | None = None) -> dict:
+    """Run ``model`` over ``dataset`` in file order:
+    ``{'loss', 'losses', 'predictions' Tensor[N, K, 2] px, 'outputs'}``.
 
-    Targets and decoding come from ``dataset.codec``. ``outputs`` holds the raw outputs of the first
-    ``keep_outputs`` images (for figures) on the CPU, or None.
+    Targets and decoding come from ``dataset.codec``; ``criterion`` is the method's (``loss.build_criterion``;
+    None: the specified MSE of heatmap and regression). ``losses`` holds every named term of the criterion, each
+    averaged over the images like ``loss``. ``outputs`` holds the raw outputs of the first ``keep_outputs`` images
+    (for figures) on the CPU, or None.
     """
     model.eval()
-    criterion = build_criterion()
-    loss_sum = torch.zeros((), device=dataset.device)
+    criterion = criterion if criterion is not None else KeypointMSELoss()
+    sums: dict[str, torch.Tensor] = {}
     preds, kept = [], []
     for images, targets, _ in dataset.batches(batch_size):
         with autocast(images.device, amp):
             out = model(images)
-        loss_sum += criterion(out, targets)["loss"] * len(images)
+        for name, value in criterion(out, targets).items():
+            sums[name] = sums.get(name, torch.zeros((), device=dataset.device)) + value * len(images)
         preds.append(dataset.codec.decode(out).cpu())
         if sum(len(o) for o in kept) < keep_outputs:
             kept.append(out.float().cpu())
     outputs = torch.cat(kept)[:keep_outputs] if kept else None
-    return {"loss": float(loss_sum) / len(dataset), "predictions": torch.cat(preds), "outputs": outputs}
+    losses = {name: float(total) / len(dataset) for name, total in sums.items()}
+    return {"loss": losses["loss"], "losses": losses, "predictions": torch.cat(preds), "outputs": outputs}
 
 
 def evaluate(model: torch.nn.Module, dataset: KeypointDataset, batch_size: int = 64, amp: bool | None = None,
-             keep_outputs: int = 0) -> dict:
-    """Validation loss and every metric of one method (``model`` + ``dataset.codec``):
-    ``{'loss', 'metrics', 'predictions', 'outputs'}`` (see :func:`predict`, :func:`~problem2.metrics.keypoint_metrics`).
+             keep_outputs: int = 0, criterion: torch.nn.Module | None = None) -> dict:
+    """Validation loss and every metric of one method (``model`` + ``dataset.codec`` + ``criterion``):
+    ``{'loss', 'losses', 'metrics', 'predictions', 'outputs'}`` (see :func:`predict`,
+    :func:`~problem2.metrics.keypoint_metrics`).
     """
-    out = predict(model, dataset, batch_size, amp, keep_outputs)
+    out = predict(model, dataset, batch_size, amp, keep_outputs, criterion)
     out["metrics"] = keypoint_metrics(out["predictions"], dataset.keypoints.cpu(), dataset.keypoint_names,
                                       dataset.hands)
     return out
@@ -99,12 +105,14 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
     """Rebuild a saved model from its checkpoint alone; returns ``(model in eval mode, checkpoint)``."""
     ckpt = load_checkpoint(path, PROBLEM)
     cfg = ckpt.get("config")
+    # Settings added later (regression head, dropout, integral and simcc) take their defaults: the specification,
+    # which is what a checkpoint written before them was trained with.
     need = ("method", "num_keypoints", "heatmap_size", "skip", "keypoint_names", "canonical_hands", "decoder", "sigma")
     if not isinstance(cfg, dict) or cfg.get("method") not in METHODS or any(k not in cfg for k in need):
         raise UserError(f"{path}: not a model checkpoint of problem2/train.py (its config lacks the method or "
                         "model settings)")
     try:
-        model = build_model(cfg["method"], cfg["num_keypoints"], cfg["heatmap_size"], cfg["skip"])
+        model = build_model(cfg["method"], cfg["num_keypoints"], cfg)
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     load_weights(model, ckpt["model"], path)
@@ -132,8 +140,9 @@ def decoder_comparison(heatmaps: torch.Tensor, gt: torch.Tensor, codec: HeatmapC
 @dataclass
 class EvalConfig:
     data_dir: str = cfg_field("./datasets", "datasets root (with keypoints/) or the keypoints folder itself")
-    results_dir: str = cfg_field("results/problem2", "folder with heatmap_model.pth / regression_model.pth; "
-                                                     "metrics.json, summary.md and figures/ are written here")
+    results_dir: str = cfg_field("results/problem2", "folder with <method>_model.pth (heatmap, regression, integral, "
+                                                     "simcc: every one found is evaluated); metrics.json, "
+                                                     "summary.md and figures/ are written here")
     device: str = cfg_field("auto", "auto, cpu, cuda, cuda:N or mps")
     batch_size: int = cfg_field(64, "inference batch size", min=1)
     decoder: str = cfg_field("", "heatmap decoder (default: the one the model was trained with)",
@@ -147,7 +156,7 @@ def _one_setting(models: dict, key: str, default, results_dir: Path, what: str):
     """The value of config ``key`` that every loaded model was trained with; they must agree."""
     values = {ck["config"].get(key, default) for _, ck in models.values()}
     if len(values) > 1:
-        raise UserError(f"{results_dir}: the two models were trained with different {what}")
+        raise UserError(f"{results_dir}: the models were trained with different {what}")
     return values.pop()
 
 
@@ -156,7 +165,8 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
     device = pick_device(cfg.device)
     paths = {m: results_dir / f"{m}_model.pth" for m in METHODS if (results_dir / f"{m}_model.pth").is_file()}
     if not paths:
-        raise UserError(f"{results_dir}: no heatmap_model.pth or regression_model.pth (run problem2/train.py first)")
+        raise UserError(f"{results_dir}: no {', '.join(f'{m}_model.pth' for m in METHODS)} "
+                        "(run problem2/train.py first)")
     # Load and check everything before writing anything.
     models = {m: load_model(p, device) for m, p in paths.items()}
     canonical_hands = _one_setting(models, "canonical_hands", False, results_dir, "hand labellings")
@@ -182,7 +192,7 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
         amp = c.get("amp") if cfg.amp is None else cfg.amp
         codecs[m] = build_codec(m, c, names)
         res = evaluate(model, base.with_codec(codecs[m]), cfg.batch_size, amp,
-                       keep_outputs=len(base) if m == "heatmap" else n_fig)
+                       keep_outputs=len(base) if m == "heatmap" else n_fig, criterion=build_criterion(m, c))
         results[m] = res
         metrics["methods"][m] = {"checkpoint": str(paths[m]), "epoch": ck["epoch"], "config": ck["config"],
                                  "decoder": c["decoder"], "precision": resolve_precision(device, amp),
@@ -192,7 +202,8 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
             metrics["decoders"] = decoder_comparison(res["outputs"], gt, codecs[m], joint, base.hands)
     if base.hands is not None and not canonical_hands:
         metrics["ceiling"] = ceiling_metrics(gt, base.hands)
-    if len(results) == 2:
+    pair = all(m in results for m in SPECIFIED_METHODS)  # failure groups compare the specified pair
+    if pair:
         groups = failure_groups(results["heatmap"]["predictions"], results["regression"]["predictions"], gt, names)
         metrics["failures"] = {g: {k: v for k, v in d.items() if k != "mask"} for g, d in groups.items()}
 
@@ -209,8 +220,8 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
                       fig_dir / "predicted_heatmaps.png")
         if snaps is not None:
             plot_training_stages(snaps, images, gt, names, codecs["heatmap"], fig_dir / "heatmaps_during_training.png")
-    if len(results) == 2:
-        plot_failures(images, gt, preds, groups, fig_dir / "failure_cases.png")
+    if pair:
+        plot_failures(images, gt, {m: preds[m] for m in SPECIFIED_METHODS}, groups, fig_dir / "failure_cases.png")
     if log is not None:
         plot_training_log(log, fig_dir / "training_curves.png")
     atomic_write_json(results_dir / "metrics.json", nan_to_none(metrics))

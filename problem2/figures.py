@@ -13,15 +13,18 @@ from problem2.codec import IMAGE_SIZE, Codec, pixels_to_heatmap
 from problem2.config import METHODS
 from problem2.metrics import DENSE_THRESHOLDS, FAILURE_THRESHOLD, THRESHOLDS, keypoint_errors
 
-COLORS = {"gt": "#2ca02c", "heatmap": "#d62728", "regression": "#1f77b4", "ceiling": "black"}
-MARKERS = {"gt": "o", "heatmap": "x", "regression": "+"}
+COLORS = {"gt": "#2ca02c", "heatmap": "#d62728", "regression": "#1f77b4", "integral": "#ff7f0e", "simcc": "#9467bd",
+          "ceiling": "black"}
+MARKERS = {"gt": "o", "heatmap": "x", "regression": "+", "integral": "^", "simcc": "d"}
+MARKER_NAMES = {"o": "o", "x": "x", "+": "+", "^": "triangle", "d": "diamond"}  # for titles
 
 
 def _show_points(ax, image, points: dict[str, torch.Tensor], title: str = ""):
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     for key, p in points.items():
-        style = {"facecolors": "none", "edgecolors": COLORS[key]} if key == "gt" else {"c": COLORS[key]}
-        ax.scatter(p[:, 0], p[:, 1], s=30 if key == "gt" else 45, marker=MARKERS[key], linewidths=1.5, label=key,
+        hollow = key == "gt" or MARKERS[key] in ("^", "d")  # filled shapes would hide the ground truth
+        style = {"facecolors": "none", "edgecolors": COLORS[key]} if hollow else {"c": COLORS[key]}
+        ax.scatter(p[:, 0], p[:, 1], s=30 if hollow else 45, marker=MARKERS[key], linewidths=1.5, label=key,
                    **style)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
@@ -62,7 +65,8 @@ def plot_samples(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch.
         errs = ", ".join(f"{m[0]} {keypoint_errors(p[i:i + 1], gt[i:i + 1]).mean():.1f}px" for m, p in preds.items())
         _show_points(ax, images[i, 0], pts, f"val #{i}: {errs}")
     axes[0].legend(fontsize=6, loc="upper left")
-    fig.suptitle("Predictions vs ground truth (o GT, x heatmap, + regression; mean error per image)", fontsize=9)
+    keys = ", ".join(f"{MARKER_NAMES[MARKERS[m]]} {'GT' if m == 'gt' else m}" for m in ("gt", *preds))
+    fig.suptitle(f"Predictions vs ground truth ({keys}; mean error per image)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
@@ -138,7 +142,7 @@ def plot_training_log(log: list[dict], path: Path) -> None:
         losses[method] = (ep, [r["train"]["loss"] for r in recs], [r["val"]["loss"] for r in recs], COLORS[method])
         for t, ls in zip(("0.05", "0.2"), ("-", ":"), strict=True):
             pcks[f"{method} PCK@{t}"] = (ep, [r["val"]["pck"][t] for r in recs], {"color": COLORS[method], "ls": ls})
-    plot_training_curves(path, losses, pcks, loss_ylabel="MSE (not comparable across methods)",
+    plot_training_curves(path, losses, pcks, loss_ylabel="training loss (not comparable across methods)",
                          metric_ylabel="validation PCK (bbox)", metric_title="Validation PCK", dpi=110)
 
 
@@ -177,3 +181,49 @@ def plot_ablations(report: dict, path: Path) -> None:
     fig.suptitle(f"Heatmap ablations ({report['epochs']} epochs per run, seed {report['seed']})")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+REGRESSION_HEAD_COLORS = {"gap": "#1f77b4", "flatten": "#17becf", "coord": "#393b79"}
+
+
+def run_label(run: dict) -> str:
+    """A short name of one ``ablation.json`` run: its method and the settings that make it a variant."""
+    method = run.get("model", "heatmap")  # runs written before the study beyond the specification were heatmaps
+    if method == "heatmap":
+        return f"heatmap, sigma {run['sigma']:g}, {run['heatmap_size']}x{run['heatmap_size']}" + (
+            "" if run["skip"] else ", no skip")
+    if method == "regression":
+        return f"regression, {run['regression_head']} head, dropout {run['dropout']:g}"
+    if method == "integral":
+        return f"integral, {run['integral_loss']} + {run['integral_divergence']:g} x JS"
+    return f"simcc, split {run['simcc_split_ratio']:g}, sigma {run['simcc_sigma']:g} px"
+
+
+def plot_methods(report: dict, names: list[str], path: Path) -> None:
+    """PCK curves of the runs ``names`` of ``ablation.json`` (every method and variant of the study beyond the
+    specification) and the hand-ambiguity ceiling, in one panel: colour by method (regression: by head), dashed
+    without dropout, thick for longer training."""
+    fig, ax = pyplot().subplots(figsize=(11, 5.5))
+    for name in names:
+        r = report["runs"][name]
+        method, m = r.get("model", "heatmap"), r["metrics"]
+        style = {"color": COLORS.get(method, "0.3"), "ls": "-", "lw": 1.5}
+        if method == "regression":
+            style.update(color=REGRESSION_HEAD_COLORS[r["regression_head"]], ls="-" if r["dropout"] else "--")
+        if r.get("epochs", report["epochs"]) > report["epochs"]:
+            style["lw"] = 3.0
+        ax.plot(DENSE_THRESHOLDS, m["curve"], label=f"{run_label(r)}, {r.get('epochs', report['epochs'])} "
+                f"({m['auc']:.3f})", **style)
+    if report.get("ceiling"):
+        c = report["ceiling"]
+        ax.plot(DENSE_THRESHOLDS, c["curve"], color=COLORS["ceiling"], ls=":", lw=1.2,
+                label=f"hand-ambiguity ceiling ({c['auc']:.3f})")
+    for t in THRESHOLDS:
+        ax.axvline(t, color="0.85", lw=0.8, zorder=0)
+    ax.set(xlabel="threshold (fraction of the ground-truth keypoint box diagonal)", ylabel="PCK", xlim=(0, 0.5),
+           ylim=(0, 1.01), title=f"Validation PCK of every method and variant (seed {report['seed']}; each run's "
+           "best-validation-loss epoch)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run, epochs trained (AUC 0-0.5)",
+              title_fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)

@@ -1,7 +1,9 @@
-"""Gaussian heatmap math in heatmap pixels: rendering targets and finding their peaks to sub-pixel precision.
+"""Gaussian heatmap math in heatmap pixels: rendering targets (2-D maps and their 1-D profiles), finding their peaks
+to sub-pixel precision, and the soft-argmax expectation.
 
-Everything here works in heatmap pixel coordinates ``(u, v)``: pixel ``j`` has its centre at ``u = j``.
-:class:`~problem2.codec.HeatmapCodec` converts from and to image pixels (the convention is in ``codec.py``).
+Everything here works in heatmap pixel coordinates ``(u, v)``: pixel ``j`` has its centre at ``u = j`` (for SimCC's
+1-D profiles a "pixel" is a bin). The codecs in ``codec.py`` convert from and to image pixels (the convention is
+written there).
 """
 from __future__ import annotations
 
@@ -18,6 +20,23 @@ PAIR_PEAK_RATIO = 0.5  # a second peak at least this high (relative to the first
 
 # --- rendering ---------------------------------------------------------------------------------------------------
 
+def gaussian_profiles(uv: torch.Tensor, visible: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """The 1-D Gaussians ``exp(-(i - u0)^2 / (2 sigma^2))`` over ``size`` pixels along each axis, peak 1 at ``uv``.
+
+    A 2-D target is their outer product (:func:`gaussian_heatmaps`); SimCC's labels are the profiles themselves.
+
+    Args:
+        uv (Tensor[..., K, 2]): float32 centres in pixels of the profile; visible (Bool[..., K]): False gives zeros.
+        sigma: standard deviation in pixels of the profile.
+    Returns:
+        Tensor[..., K, 2, size] float32: the x-profile at ``[..., 0, :]``, the y-profile at ``[..., 1, :]``.
+    """
+    grid = torch.arange(size, dtype=torch.float32, device=uv.device)
+    g = torch.exp(-(grid - uv[..., None]) ** 2 / (2.0 * sigma * sigma))  # [..., K, 2, size]
+    # Tails beyond ~9 sigma become 0 rather than float32 denormals, which slow every op that reads them.
+    return torch.where(visible[..., None, None] & (g >= 1e-18), g, 0.0)
+
+
 def gaussian_heatmaps(uv: torch.Tensor, visible: torch.Tensor, heatmap_size: int, sigma: float) -> torch.Tensor:
     """One Gaussian per keypoint, ``exp(-((u-u0)^2 + (v-v0)^2) / (2 sigma^2))``, peak 1 at the exact position.
 
@@ -31,11 +50,52 @@ def gaussian_heatmaps(uv: torch.Tensor, visible: torch.Tensor, heatmap_size: int
         Tensor[..., K, hs, hs] float32, indexed ``[..., v, u]``; the map's border truncates a Gaussian without
         moving its peak.
     """
-    grid = torch.arange(heatmap_size, dtype=torch.float32, device=uv.device)
-    g = torch.exp(-(grid - uv[..., None]) ** 2 / (2.0 * sigma * sigma))  # [..., K, 2, hs]: x- and y-profiles
-    # Tails beyond ~9 sigma become 0 rather than float32 denormals, which slow every op that reads them.
-    g = torch.where(visible[..., None, None] & (g >= 1e-18), g, 0.0)
+    g = gaussian_profiles(uv, visible, heatmap_size, sigma)  # [..., K, 2, hs]: x- and y-profiles
     return g[..., 1, :, None] * g[..., 0, None, :]  # [..., K, hs(y), hs(x)]
+
+
+# --- expectations and 1-D peaks (the integral and SimCC codecs) ----------------------------------------------------
+
+def soft_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integral regression (Sun et al. 2018; DSNT, Nibali et al. 2018): the expected position under the softmax
+    of each map. Differentiable, so a loss on the position trains the maps.
+
+    The expectation of a two-peaked map lies between its peaks, which is what the hand-placement metric
+    (``metrics.hand_placement``) measures.
+
+    Args:
+        logits (Tensor[B, K, h, w]): one map per keypoint (any float dtype; computed in float32).
+    Returns:
+        ``(uv Tensor[B, K, 2] float32 heatmap pixels, probabilities Tensor[B, K, h, w] summing to 1 per map)``.
+    """
+    b, k, h, w = logits.shape
+    p = logits.float().reshape(b, k, h * w).softmax(dim=-1).view(b, k, h, w)
+    u = p.sum(dim=2) @ torch.arange(w, dtype=p.dtype, device=p.device)  # x-marginal [B, K, w] -> [B, K]
+    v = p.sum(dim=3) @ torch.arange(h, dtype=p.dtype, device=p.device)  # y-marginal [B, K, h] -> [B, K]
+    return torch.stack([u, v], dim=-1), p
+
+
+def decode_profiles(logits: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel maximum of each 1-D profile of log-probabilities (SimCC's per-axis classifier outputs).
+
+    The argmax, then one Newton step on the parabola through it and its two neighbours (the stencil is moved
+    inside at the ends, where the parabola is the same): the 1-D form of the ``'taylor'`` decoder, exact for the
+    log of a Gaussian, kept within 1 pixel of the argmax and at the argmax where the profile has no maximum there.
+
+    Args:
+        logits (Tensor[..., L]): one profile per keypoint and axis, ``L >= 3`` (any additive constant).
+    Returns:
+        Tensor[...] float32: positions in pixels of the profile (pixel ``i`` centred at ``i``).
+    """
+    f = logits.detach().float()
+    n = f.shape[-1]
+    i = f.argmax(dim=-1)  # [...]
+    c = i.clamp(1, n - 2)
+    s = f.gather(-1, c[..., None] + torch.arange(-1, 2, device=f.device))  # [..., 3]: left, centre, right
+    grad, curv = 0.5 * (s[..., 2] - s[..., 0]), s[..., 2] - 2 * s[..., 1] + s[..., 0]
+    peak = c - grad / curv.clamp_max(-1e-12)
+    peak = torch.where((curv < 0) & torch.isfinite(peak), peak, i.float())
+    return i + (peak - i).clamp(-1.0, 1.0)
 
 
 # --- peak refinement ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Keypoint metrics on decoded predictions (image pixels): PCK and its AUC, the hand-ambiguity ceiling, hand-swap
-invariant scoring and failure groups. Pure functions of ``Tensor[N, K, 2]`` predictions and ground truths, shared
-by every method (their codecs decode to the same pixel frame).
+invariant scoring, where hand predictions land, how much predictions follow the figure, and failure groups. Pure
+functions of ``Tensor[N, K, 2]`` predictions and ground truths, shared by every method (their codecs decode to the
+same pixel frame).
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ DENSE_THRESHOLDS = tuple(round(0.005 * i, 3) for i in range(101))  # the curve, 
 FAILURE_THRESHOLD = 0.1
 TORSO = ("head", "left_foot", "right_foot")  # torso length: head to the midpoint of the feet
 STRATEGIES = ("bayes", "commit", "midpoint")
+KEYPOINT_GROUPS = {"head": ("head",), "hands": ("left_hand", "right_hand"), "feet": ("left_foot", "right_foot")}
+HAND_NEAR = 0.05  # "near" a point: within the PCK@0.05 radius (fraction of the keypoint box diagonal)
+HAND_APART = 2.0  # hands "apart": more than 2 radii apart, where their midpoint is wrong for both at PCK@0.05
 
 
 # --- PCK and errors ----------------------------------------------------------------------------------------------
@@ -107,15 +111,88 @@ def _pck_and_errors(pred: torch.Tensor, gt: torch.Tensor, names: list[str], tors
 
 def keypoint_metrics(predictions: torch.Tensor, ground_truths: torch.Tensor, keypoint_names: Sequence[str],
                      hands: tuple[int, int] | None) -> dict:
-    """Every reported number for one method: PCK (bbox, torso), curve + AUC, per keypoint, pixel error,
-    and, when the data has two hands, the same again hand-swap-invariant (``'swap_invariant'``)."""
+    """Every reported number for one method: PCK (bbox, torso), curve + AUC, per keypoint, pixel error, how much the
+    predictions follow the figure (``'spread'``), and, when the data has two hands, the same PCK and errors again
+    hand-swap-invariant (``'swap_invariant'``) and where the hand predictions land (``'hand_placement'``)."""
     names = list(keypoint_names)
     torso = tuple(names.index(n) for n in TORSO) if all(n in names for n in TORSO) else None
     out = _pck_and_errors(predictions, ground_truths, names, torso)
+    out["spread"] = prediction_spread(predictions, ground_truths)
     if hands is not None:
         out["swap_invariant"] = _pck_and_errors(swap_hands_to_best(predictions, ground_truths, hands), ground_truths,
                                                 names, torso)
+        out["hand_placement"] = hand_placement(predictions, ground_truths, hands)
     return out
+
+
+def prediction_spread(predictions: torch.Tensor, ground_truths: torch.Tensor) -> float:
+    """How far the predictions move with the figure: the standard deviation over the N images of each predicted
+    coordinate, over that of the ground truth, averaged over keypoints and axes (``Tensor[N, K, 2]`` each).
+
+    1 when the predictions move as much as the keypoints do; 0 for the same pose in every image, which is what a
+    model that cannot see where the figure is converges to (the mean pose). NaN for fewer than 2 images.
+    """
+    if len(ground_truths) < 2:
+        return float("nan")
+    return float((predictions.double().std(dim=0) / ground_truths.double().std(dim=0).clamp_min(1e-9)).mean())
+
+
+# --- where hand predictions land ----------------------------------------------------------------------------------
+
+def hand_placement(predictions: torch.Tensor, ground_truths: torch.Tensor, hands: tuple[int, int],
+                   near: float = HAND_NEAR, apart: float = HAND_APART) -> dict:
+    """Where a method puts its two hand predictions when the two hands are apart.
+
+    The image does not say which hand carries which label, so a method either commits to one assignment or,
+    if it estimates the posterior mean (MSE, or the expectation of a two-peaked map), lands between the hands;
+    a method that decodes x and y apart (SimCC) can also take the x of one hand and the y of the other.
+    With ``r = near x`` the keypoint box diagonal (the PCK radius at ``near``), the images whose hands are more
+    than ``apart x r`` apart are kept (there the midpoint is farther than ``r`` from both hands); each of their
+    hand predictions is assigned to the nearest of hand A, hand B, the hands' midpoint and the two crossed points
+    ``(x_A, y_B)``, ``(x_B, y_A)``, and counts as near it within ``r`` (a crossed point on a hand, when the hands
+    differ in one coordinate only, counts as that hand).
+
+    Args:
+        predictions (Tensor[N, K, 2]), ground_truths (Tensor[N, K, 2]): image pixels; hands: the two hand indices.
+    Returns:
+        ``{'near', 'apart', 'images_apart', 'fraction_apart'}`` and, as fractions over those images:
+        ``'near_one_hand'``, ``'near_midpoint'``, ``'crossed'``, ``'elsewhere'`` (of the hand predictions; they
+        sum to 1),
+        ``'one_per_hand'`` (of the images: the two predictions near different hands) and ``'hand_pck'`` (of the
+        hand predictions: within ``r`` of their own label, i.e. PCK at ``near``). NaN where no image qualifies.
+    """
+    gt, pred = ground_truths.double(), predictions.double()
+    r = near * reference_length(gt)  # [N]
+    h = gt[:, list(hands)]  # [N, 2, 2]: the two hands
+    kept = (h[:, 0] - h[:, 1]).norm(dim=-1) > apart * r  # [N]
+    crossed = torch.stack([h[:, 0, 0], h[:, 1, 1], h[:, 1, 0], h[:, 0, 1]], dim=-1).view(-1, 2, 2)  # [N, 2, 2]
+    # [N, 5, 2]: hand A, hand B, midpoint, (x_A, y_B), (x_B, y_A); argmin takes the first of tied anchors
+    anchors = torch.cat([h, h.mean(dim=1, keepdim=True), crossed], dim=1)
+    p = pred[:, list(hands)]  # [N, 2, 2]: the two hand predictions
+    dist = (p[:, :, None] - anchors[:, None]).norm(dim=-1)  # [N, 2, 5]
+    nearest, close = dist.argmin(dim=-1), dist.amin(dim=-1) <= r[:, None]  # [N, 2]
+    on_hand, on_mid, on_crossed = close & (nearest < 2), close & (nearest == 2), close & (nearest > 2)
+    one_per_hand = on_hand.all(dim=1) & (nearest[:, 0] != nearest[:, 1])  # [N]
+    correct = (p - h).norm(dim=-1) <= r[:, None]  # [N, 2]
+    n = int(kept.sum())
+    frac = lambda m: float(m[kept].double().mean()) if n else float("nan")  # noqa: E731
+    return {"near": near, "apart": apart, "images_apart": n, "fraction_apart": n / max(len(gt), 1),
+            "near_one_hand": frac(on_hand), "near_midpoint": frac(on_mid), "crossed": frac(on_crossed),
+            "elsewhere": frac(~close),
+            "one_per_hand": frac(one_per_hand), "hand_pck": frac(correct)}
+
+
+def hand_placement_strategies(ground_truths: torch.Tensor, hands: tuple[int, int]) -> dict[str, dict]:
+    """:func:`hand_placement` of the ceiling's two strategies: ``'commit'`` (one prediction on each hand, the
+    labels right half of the time: its ``hand_pck`` is the mean over the two assignments) and ``'midpoint'``
+    (both predictions at the hands' midpoint)."""
+    a, b = hands
+    swapped, mid = ground_truths.clone(), ground_truths.clone()
+    swapped[:, [a, b]] = ground_truths[:, [b, a]]
+    mid[:, [a, b]] = ground_truths[:, [a, b]].mean(dim=1, keepdim=True)
+    right, wrong = hand_placement(ground_truths, ground_truths, hands), hand_placement(swapped, ground_truths, hands)
+    return {"commit": {**right, "hand_pck": 0.5 * (right["hand_pck"] + wrong["hand_pck"])},
+            "midpoint": hand_placement(mid, ground_truths, hands)}
 
 
 # --- the hand-ambiguity ceiling ----------------------------------------------------------------------------------
@@ -172,13 +249,16 @@ def best_single_prediction_sum(ground_truths: torch.Tensor, thresholds, hands: t
 
 
 def ceiling_metrics(ground_truths: torch.Tensor, hands: tuple[int, int]) -> dict:
-    """The Bayes ceiling (``pck``, ``auc``, ``curve``), its two strategies alone, and the single-prediction bound."""
+    """The Bayes ceiling (``pck``, ``auc``, ``curve``), its two strategies alone (with where they put the hands,
+    :func:`hand_placement_strategies`), and the single-prediction bound."""
     out = {}
     for strategy in STRATEGIES:
         curve = hand_ambiguity_ceiling(ground_truths, DENSE_THRESHOLDS, hands, strategy=strategy)
         out[strategy] = {"pck": by_threshold(hand_ambiguity_ceiling(ground_truths, THRESHOLDS, hands,
                                                                     strategy=strategy)),
                          "auc": auc(DENSE_THRESHOLDS, list(curve.values())), "curve": list(curve.values())}
+    for strategy, placement in hand_placement_strategies(ground_truths, hands).items():
+        out[strategy]["hand_placement"] = placement
     bayes = out.pop("bayes")
     return {**bayes, "strategies": out, "sum_over_thresholds": sum(bayes["pck"].values()),
             "best_single_prediction_sum": best_single_prediction_sum(ground_truths, THRESHOLDS, hands)}

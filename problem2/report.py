@@ -1,6 +1,7 @@
 """``summary.md`` of problem 2, generated from the JSON files the scripts wrote (every number is read from them):
 ``metrics.json`` (evaluate.py), ``canonical_hands/metrics.json`` (the hypothesis test) and ``ablation.json``
-(baseline.py).
+(baseline.py). The conclusion of the study beyond the specification is generated too: code that states the
+comparisons the numbers support (:func:`study_conclusion`).
 """
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ from pathlib import Path
 from common.data import load_json
 from common.io import atomic_write_text
 from common.report import fmt, markdown_table
-from problem2.config import METHODS
-from problem2.metrics import FAILURE_THRESHOLD, THRESHOLDS
+from problem2.config import HEATMAP_FAMILIES, SPECIFIED_METHODS, STUDY_FAMILIES, Config
+from problem2.figures import run_label
+from problem2.metrics import FAILURE_THRESHOLD, KEYPOINT_GROUPS, THRESHOLDS
 
 PCK_HEADER = [f"PCK@{t:g}" for t in THRESHOLDS]
+TARGET_PCK = 0.5  # issue 13: a regression variant that reaches PCK@0.05 >= 0.5 isolates the cause
+HEAD_FEET_MARGIN = 0.03  # issue 13: integral and simcc within 0.03 of the heatmap's PCK@0.05 on head and feet
+LONGER_HELPS = 0.1  # a PCK@0.05 gain from 3x the epochs this large is called "helps", smaller "barely changes"
+PLACEMENTS = {"near_one_hand": "near one hand", "near_midpoint": "near the midpoint",
+              "crossed": "at the x of one hand and the y of the other", "elsewhere": "elsewhere"}
 
 
 def _pck_cells(pck: dict) -> list[str]:
@@ -60,12 +67,14 @@ def _main_sections(metrics: dict) -> list[str]:
         c = res["config"]
         lines.append(f"- {method}: `{res['checkpoint']}` (best validation loss, epoch {res['epoch']} of "
                      f"{c['epochs']}; seed {c['seed']}, lr {c['lr']}, batch {c['batch_size']}"
-                     + (f", sigma {c['sigma']}, {c['heatmap_size']}x{c['heatmap_size']}, skip {c['skip']}, "
-                        f"decoder {c['decoder']}, hands {'jointly' if c.get('hand_pairs', True) else 'each map alone'}"
-                        if method == "heatmap" else "") + f"; evaluated in {res.get('precision', 'fp32')})")
+                     + _method_settings(method, c) + f"; evaluated in {res.get('precision', 'fp32')})")
     lines += ["", "PCK normalised by the diagonal of the ground-truth keypoint box:", "", *_pck_table(metrics), ""]
     if metrics.get("ceiling"):
         lines += _ceiling_section(metrics["ceiling"])
+    placement = {m: r["metrics"]["hand_placement"] for m, r in metrics["methods"].items()
+                 if r["metrics"].get("hand_placement")}
+    if placement:
+        lines += _placement_section(placement, metrics.get("ceiling"))
     torso = {m: r["metrics"].get("pck_torso") for m, r in metrics["methods"].items()}
     if all(torso.values()):
         lines += ["PCK normalised by torso length (head to the midpoint of the feet, 57 px in this data):", "",
@@ -92,6 +101,40 @@ def _main_sections(metrics: dict) -> list[str]:
     return lines
 
 
+def _method_settings(method: str, c: dict) -> str:
+    """The settings that shape ``method``, from its checkpoint's config; keys a checkpoint predates are the
+    specification's defaults."""
+    hs = f"{c['heatmap_size']}x{c['heatmap_size']}"
+    if method == "heatmap":
+        return (f", sigma {c['sigma']}, {hs}, skip {c['skip']}, decoder {c['decoder']}, "
+                f"hands {'jointly' if c.get('hand_pairs', True) else 'each map alone'}")
+    if method == "regression":
+        return f", {c.get('regression_head', 'gap')} head, dropout {c.get('dropout', 0.5):g}"
+    if method == "integral":
+        return (f", soft-argmax of {hs} maps, {c['integral_loss']} + {c['integral_divergence']:g} x JS divergence "
+                f"to sigma {c['sigma']:g}")
+    return f", {hs} maps, {c['simcc_split_ratio']:g} bins per pixel, label sigma {c['simcc_sigma']:g} px"
+
+
+def _placement_section(placement: dict[str, dict], ceiling: dict | None) -> list[str]:
+    """Where each method's hand predictions land when the hands are apart (``metrics.hand_placement``), beside the
+    ceiling's two strategies."""
+    first = next(iter(placement.values()))
+    rows = [[name, *(fmt(h[k]) for k in (*PLACEMENTS, "one_per_hand", "hand_pck"))] for name, h in placement.items()]
+    if ceiling and "hand_placement" in ceiling["strategies"]["commit"]:
+        for strategy in ("commit", "midpoint"):
+            h = ceiling["strategies"][strategy]["hand_placement"]
+            rows.append([f"ceiling's '{strategy}'", *(fmt(h[k]) for k in (*PLACEMENTS, "one_per_hand", "hand_pck"))])
+    return [f"Where the hand predictions land when the hands are apart ({first['images_apart']} images, "
+            f"{first['fraction_apart']:.0%}, whose hands are more than {first['apart']:g} r apart; r is the "
+            f"PCK@{first['near']:g} radius). Each hand prediction goes to the nearest of the two hands, their "
+            "midpoint and the two crossed points (the x of one hand with the y of the other), and counts within r "
+            "of it; \"one per hand\" is the fraction of images with one prediction near each hand; hand PCK is "
+            "scored against the labels (the commit strategy's is its expectation over the two assignments):", "",
+            *markdown_table(["", "near one hand", "near the midpoint", "crossed", "elsewhere", "one per hand",
+                             f"hand PCK@{first['near']:g}"], rows), ""]
+
+
 def _hypothesis_section(main: dict, canon: dict, canon_dir: Path) -> list[str]:
     rows, pck05 = [], {}
     for label, m in (("original labels", main), ("canonical hands (derived)", canon)):
@@ -108,7 +151,7 @@ def _hypothesis_section(main: dict, canon: dict, canon_dir: Path) -> list[str]:
              "the hand with the smaller x is labelled `left_hand`, so the label is a function of the image and "
              "the ambiguity is gone (ceiling 1). Scores there are against the derived labels.", "",
              *markdown_table(["", *PCK_HEADER, "AUC", "mean px error"], rows)]
-    keys = [(m, lab) for m in METHODS for lab in ("original labels", "canonical hands (derived)")]
+    keys = [(m, lab) for m in SPECIFIED_METHODS for lab in ("original labels", "canonical hands (derived)")]
     if all(k in pck05 for k in keys):
         before = pck05["heatmap", "original labels"] - pck05["regression", "original labels"]
         after = pck05["heatmap", "canonical hands (derived)"] - pck05["regression", "canonical hands (derived)"]
@@ -122,6 +165,8 @@ def _hypothesis_section(main: dict, canon: dict, canon_dir: Path) -> list[str]:
 def _ablation_section(abl: dict) -> list[str]:
     rows = []
     for family, names in abl["families"].items():
+        if family not in HEATMAP_FAMILIES:
+            continue
         for name in names:
             r = abl["runs"][name]
             m = r["metrics"]
@@ -135,6 +180,157 @@ def _ablation_section(abl: dict) -> list[str]:
             "resolutions sigma 2 is a different width in image pixels (8 px at 32x32, 2 px at 128x128).", "",
             *markdown_table(["ablation", "run", "sigma", "heatmap", "skip", *PCK_HEADER, "AUC", "swap-inv. PCK@0.05",
                              "mean px error", "epoch", "train time"], rows), ""]
+
+
+def _group_pck(m: dict, group: str, t: str = "0.05") -> float | None:
+    """PCK at ``t`` of a keypoint group (``metrics.KEYPOINT_GROUPS``: head, hands, feet), averaged over its keypoints;
+    None if the data has none of them."""
+    names = [n for n in KEYPOINT_GROUPS[group] if n in m["per_keypoint"]]
+    return sum(m["per_keypoint"][n]["pck"][t] for n in names) / len(names) if names else None
+
+
+def _seconds(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f} s"
+
+
+def _study_section(abl: dict, names: list[str]) -> list[str]:
+    """The study beyond the specification: one table of every method and variant, where their hand predictions
+    land, and the conclusion generated from those numbers."""
+    rows = []
+    for n in names:
+        r, m = abl["runs"][n], abl["runs"][n]["metrics"]
+        rows.append([f"{run_label(r)} (`{n}`)", r.get("epochs", abl["epochs"]), *_pck_cells(m["pck"]), fmt(m["auc"]),
+                     fmt(m["mean_px_error"], 2), *(fmt(_group_pck(m, g)) for g in KEYPOINT_GROUPS),
+                     fmt(m.get("swap_invariant", m)["pck"]["0.05"]), fmt(m.get("spread"), 2), r["epoch"],
+                     _seconds(r["train_time_s"]), _seconds(r.get("cpu_time_s"))])
+    placement = {f"{run_label(abl['runs'][n])}, {abl['runs'][n].get('epochs', abl['epochs'])} epochs":
+                 abl["runs"][n]["metrics"]["hand_placement"] for n in names
+                 if abl["runs"][n]["metrics"].get("hand_placement")}
+    lines = ["## Beyond the specification: why direct regression loses, and coordinate heads", "",
+             f"Command: `{abl['command']}`  ",
+             f"Seed {abl['seed']}, device {abl['device']}, the specified optimiser (Adam, lr "
+             f"{abl['config']['lr']}, batch {abl['config']['batch_size']}); each run's best-validation-loss checkpoint "
+             "(in `ablation/<folder>/`), scored on the validation set. Head, hands and feet: PCK@0.05 of those "
+             "keypoints. Spread: how far the predictions move between images relative to the keypoints (1: they "
+             "follow the figure, 0: one pose for every image). Train time is the wall time of training and "
+             "per-epoch validation; CPU time is the process's CPU time over the same epochs (on several cores it "
+             "exceeds the wall time).", "",
+             *markdown_table(["run (`ablation/` folder)", "epochs", *PCK_HEADER, "AUC", "mean px error",
+                              *(f"{g} PCK@0.05" for g in KEYPOINT_GROUPS), "swap-inv. PCK@0.05", "spread",
+                              "best epoch", "train time", "CPU time"], rows), ""]
+    if placement:
+        lines += _placement_section(placement, abl.get("ceiling"))
+    conclusion = [f"- {c}" for c in study_conclusion(abl, names)]
+    lines += ["### Conclusion (generated from the numbers above)", "", *conclusion, "",
+              "Figure: [methods_pck_curves.png](figures/methods_pck_curves.png)", ""]
+    return lines
+
+
+def study_conclusion(abl: dict, names: list[str]) -> list[str]:
+    """Plain statements of what the runs ``names`` of ``ablation.json`` show, each computed from their numbers: the
+    specified regression and its longer run, the best regression variant and whether it reaches
+    :data:`TARGET_PCK`, whether keeping position or dropout is what matters, integral and SimCC against the heatmap
+    on head and feet, and where each method's hand predictions land."""
+    runs = {n: abl["runs"][n] for n in names}
+    base = abl["epochs"]
+    epochs = lambda n: runs[n].get("epochs", base)  # noqa: E731
+    method = lambda n: runs[n].get("model", "heatmap")  # noqa: E731
+    p05 = lambda n: runs[n]["metrics"]["pck"]["0.05"]  # noqa: E731
+    label = lambda n: f"{run_label(runs[n])}, {epochs(n)} epoch{'s' if epochs(n) != 1 else ''}"  # noqa: E731
+    spec = Config()
+    reg = [n for n in runs if method(n) == "regression"]
+    specified = [n for n in reg if (runs[n]["regression_head"], runs[n]["dropout"]) == (spec.regression_head,
+                                                                                        spec.dropout)]
+    spec_run = next((n for n in specified if epochs(n) == base), None)
+    long_run = max((n for n in specified if epochs(n) > base), key=epochs, default=None)
+    out = []
+    if spec_run:
+        m = runs[spec_run]["metrics"]
+        out.append(f"The specified regression ({label(spec_run)}) reaches PCK@0.05 {p05(spec_run):.3f} with a mean "
+                   f"error of {m['mean_px_error']:.1f} px; its predictions' spread is {fmt(m.get('spread'), 2)}.")
+    if spec_run and long_run:
+        gain = p05(long_run) - p05(spec_run)
+        verdict = ("reaches 0.5: the specified regression was under-trained" if p05(long_run) >= TARGET_PCK else
+                   "helps but stays below 0.5" if gain >= LONGER_HELPS else
+                   "barely changes it, so the specified regression is not merely unconverged")
+        out.append(f"Trained for {epochs(long_run)} epochs instead of {base}, it reaches {p05(long_run):.3f} "
+                   f"({gain:+.3f}): longer training {verdict}.")
+    if reg:
+        best = max(reg, key=p05)
+        m = runs[best]["metrics"]
+        out.append(f"The best regression variant is {label(best)} at PCK@0.05 {p05(best):.3f} (mean error "
+                   f"{m['mean_px_error']:.1f} px, spread {fmt(m.get('spread'), 2)})"
+                   + ("; it reaches 0.5." if p05(best) >= TARGET_PCK else "; no regression variant reaches 0.5."))
+    grid = [n for n in reg if epochs(n) == base]
+    for d in sorted({runs[n]["dropout"] for n in grid}, reverse=True):
+        heads = [n for n in grid if runs[n]["dropout"] == d]
+        if len(heads) > 1:
+            out.append(f"At dropout {d:g}, PCK@0.05 by head: "
+                       + ", ".join(f"{runs[n]['regression_head']} {p05(n):.3f}" for n in heads) + ".")
+    pooled, keeping = [n for n in reg if runs[n]["regression_head"] == "gap"], [
+        n for n in reg if runs[n]["regression_head"] != "gap"]
+    if pooled and keeping:
+        bp, bk = max(pooled, key=p05), max(keeping, key=p05)
+        if p05(bk) >= TARGET_PCK > p05(bp):
+            out.append(f"Keeping where things are in the 8x8 encoder map is what lifts regression past 0.5 "
+                       f"({label(bk)}: {p05(bk):.3f}), while every pooled (gap) variant stays below it (best "
+                       f"{p05(bp):.3f}, {label(bp)}): the deficit of the specified regression is its global average "
+                       "pooling, which discards where the figure is.")
+        elif p05(bp) >= TARGET_PCK:
+            differs = [what for what, changed in (("its dropout", runs[bp]["dropout"] != spec.dropout),
+                                                  ("its longer training", epochs(bp) > base)) if changed]
+            out.append(f"A pooled (gap) variant reaches 0.5 as well ({label(bp)}: {p05(bp):.3f}), so the pooling "
+                       "alone is not the cause" + (f"; it differs from the specification by {' and '.join(differs)}"
+                                                   if differs else "") + ".")
+        elif p05(bk) - p05(bp) >= LONGER_HELPS:
+            out.append(f"Keeping position raises the best PCK@0.05 from {p05(bp):.3f} (pooled, {label(bp)}) to "
+                       f"{p05(bk):.3f} ({label(bk)}) but not to 0.5: the pooling explains part of the deficit, "
+                       "not all of it.")
+        else:
+            out.append(f"Keeping position changes the best PCK@0.05 by {p05(bk) - p05(bp):+.3f} ({p05(bp):.3f} "
+                       f"pooled, {p05(bk):.3f} keeping it): these runs do not single out the pooling as the cause.")
+    paired = [(a, b) for a in grid for b in grid if runs[a]["regression_head"] == runs[b]["regression_head"]
+              and runs[a]["dropout"] == spec.dropout and runs[b]["dropout"] == 0]
+    if paired:
+        change = [p05(b) - p05(a) for a, b in paired]
+        out.append(f"Without dropout PCK@0.05 changes by {sum(change) / len(change):+.3f} on average over "
+                   f"{len(paired)} head(s) (" + ", ".join(f"{runs[a]['regression_head']} {c:+.3f}"
+                                                        for (a, _), c in zip(paired, change, strict=True)) + ").")
+    heat = next((n for n in runs if method(n) == "heatmap"), None)
+    for n in (n for n in runs if method(n) in ("integral", "simcc")):
+        if heat is None:
+            break
+        own = {g: _group_pck(runs[n]["metrics"], g) for g in ("head", "feet")}
+        ref = {g: _group_pck(runs[heat]["metrics"], g) for g in ("head", "feet")}
+        short_of = [g for g in own if own[g] - ref[g] < -HEAD_FEET_MARGIN]
+        out.append(f"{label(n)}: PCK@0.05 head {own['head']:.3f}, feet {own['feet']:.3f}, against the heatmap's "
+                   f"{ref['head']:.3f} and {ref['feet']:.3f}: "
+                   + (f"at most {HEAD_FEET_MARGIN:g} below on both." if not short_of else
+                      f"more than {HEAD_FEET_MARGIN:g} below on {' and '.join(short_of)}."))
+    shown = list(dict.fromkeys([*(n for n in runs if method(n) != "regression"), *([spec_run] if spec_run else []),
+                                *([max(reg, key=p05)] if reg else [])]))
+    for n in shown:
+        h = runs[n]["metrics"].get("hand_placement")
+        if not h or not h["images_apart"]:
+            continue
+        top = max(PLACEMENTS, key=lambda k: h[k])
+        why = {"near_one_hand": f"it commits, like the ceiling's 'commit' (one prediction on each hand in "
+                                f"{h['one_per_hand']:.0%} of these images)",
+               "near_midpoint": "it lands between the hands, like the ceiling's 'midpoint': the mean of the "
+                                "two-peaked posterior"
+                                + (", which is what a soft-argmax (an expectation) of a two-peaked map gives"
+                                   if method(n) == "integral" else ""),
+               "crossed": "it mixes the two hands"
+                          + (", because SimCC decodes x and y apart, each at its own maximum"
+                             if method(n) == "simcc" else ""),
+               "elsewhere": "it lands neither on a hand, nor at their midpoint, nor at a crossed point"}[top]
+        out.append(f"Hands apart, {label(n)}: {h[top]:.0%} of the hand predictions {PLACEMENTS[top]} "
+                   f"(hand PCK@{h['near']:g} {fmt(h['hand_pck'])}); {why}.")
+    wall = [runs[n]["train_time_s"] for n in runs]
+    cpu = [runs[n].get("cpu_time_s") for n in runs]
+    out.append(f"The {len(runs)} runs took {sum(wall) / 60:.0f} min of training and validation"
+               + (f" ({sum(cpu) / 60:.0f} min of CPU time)" if None not in cpu else "") + ".")
+    return out
 
 
 def write_summary(results_dir: str | Path) -> Path:
@@ -156,5 +352,10 @@ def write_summary(results_dir: str | Path) -> Path:
         lines += _hypothesis_section(main, load_json(canon_path), canon_path.parent)
     abl_path = results_dir / "ablation.json"
     if abl_path.is_file():
-        lines += _ablation_section(load_json(abl_path))
+        abl = load_json(abl_path)
+        if any(f in HEATMAP_FAMILIES for f in abl["families"]):
+            lines += _ablation_section(abl)
+        study = list(dict.fromkeys(n for f, names in abl["families"].items() if f in STUDY_FAMILIES for n in names))
+        if study:
+            lines += _study_section(abl, study)
     return atomic_write_text(results_dir / "summary.md", "\n".join(lines))

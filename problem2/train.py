@@ -5,22 +5,27 @@ Usage::
 
     python problem2/train.py                               # both models, 30 epochs each (the specification)
     python problem2/train.py --model heatmap --epochs 5 --device cpu
+    python problem2/train.py --model regression --regression-head coord --dropout 0 --results-dir R   # a variant
+    python problem2/train.py --model integral --results-dir R    # beyond the specification: soft-argmax, or
+    python problem2/train.py --model simcc --results-dir R       # per-axis classification (see config.py)
     python problem2/train.py --epochs 1 --limit-train 64 --limit-val 32 --results-dir /tmp/p2   # a quick check
     python problem2/train.py --resume                      # continue an interrupted run from RESULTS_DIR/last.pth
     torchrun --nproc_per_node=2 problem2/train.py     # DDP (gloo on CPU, nccl on CUDA); --batch-size stays the
                                                     # global batch, see common/distributed.py
     python problem2/train.py --canonical-hands --results-dir results/problem2/canonical_hands   # hypothesis test
 
-``--model both`` trains the two models in turns, one epoch each, each from ``set_seed(seed)`` with the same
-per-epoch shuffling and its own RNG stream, so ``--model regression`` alone trains the same regression model.
-Writes into ``--results-dir``:
+``--model both`` (the default) trains the specified pair, heatmap and regression, in turns, one epoch each, each
+from ``set_seed(seed)`` with the same per-epoch shuffling and its own RNG stream, so ``--model regression`` alone
+trains the same regression model. Writes into ``--results-dir``:
 
-* ``heatmap_model.pth``, ``regression_model.pth``: the epoch with the lowest validation loss, config included;
+* ``<method>_model.pth`` (``heatmap_model.pth``, ``regression_model.pth``, ...): the epoch with the lowest
+  validation loss, config included;
 * ``last.pth``: after every epoch, each model with its optimizer and RNG state, and the log so far;
   ``--resume`` continues from it (also to more ``--epochs`` than before);
-* ``training_log.json``: one record per model and epoch, ``{"model", "epoch", "train": {"loss"}, "val":
-  {"loss", "pck", "pck_swap_invariant", "auc", "mean_px_error"}, "best", "time": {...}}`` (timing only
-  under ``time``); ``config.json``;
+* ``training_log.json``: one record per model and epoch, ``{"model", "epoch", "train": {"loss", ...}, "val":
+  {"loss", ..., "pck", "pck_swap_invariant", "auc", "mean_px_error"}, "best", "time": {"train_s", "val_s",
+  "cpu_s"}}`` (the criterion's other named terms beside ``loss``; timing only under ``time``, ``cpu_s`` being
+  the process's CPU time for the epoch's training and validation); ``config.json``;
 * ``heatmap_snapshots.pt``: the heatmap model's outputs for the first 4 validation images at epochs 1, 5, 10,
   20 and 30 (and the last), for the figure of heatmaps during training.
 
@@ -87,7 +92,7 @@ from common.training import (  # noqa: E402
     write_log,
 )
 from problem2.codec import Codec, build_codec  # noqa: E402
-from problem2.config import METHODS, PROBLEM, Config  # noqa: E402
+from problem2.config import METHODS, PROBLEM, Config, trained_methods  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
 from problem2.evaluate import evaluate, load_snapshots  # noqa: E402
 from problem2.loss import build_criterion  # noqa: E402
@@ -121,11 +126,13 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
 
 @dataclasses.dataclass
 class Run:
-    """One method's training state: its model and codec. Each model has its own RNG stream (dropout), swapped in
-    while it trains, so ``--model regression`` alone trains exactly the regression model of ``--model both``."""
+    """One method's training state: its model, codec and criterion. Each model has its own RNG stream (dropout),
+    swapped in while it trains, so ``--model regression`` alone trains exactly the regression model of
+    ``--model both``."""
     method: str
     model: torch.nn.Module
     codec: Codec
+    criterion: torch.nn.Module
     optimizer: torch.optim.Optimizer
     rng: dict
     config: dict  # the run's config plus method and keypoints: saved in every checkpoint of this model
@@ -138,11 +145,10 @@ def build_runs(cfg: Config, methods: list[str], names: list[str], device: torch.
     runs = []
     for method in methods:
         set_seed(cfg.seed)  # every model starts from the same initialisation stream
-        model = build_model(method, len(names), cfg.heatmap_size, cfg.skip).to(
-            device, memory_format=memory_format(cfg.channels_last))
+        model = build_model(method, len(names), cfg).to(device, memory_format=memory_format(cfg.channels_last))
         config = {**dataclasses.asdict(cfg), "method": method, "num_keypoints": len(names), "keypoint_names": names}
-        runs.append(Run(method, model, build_codec(method, cfg, names), build_optimizer(model, cfg), rng_state(),
-                        config))
+        runs.append(Run(method, model, build_codec(method, cfg, names), build_criterion(method, cfg),
+                        build_optimizer(model, cfg), rng_state(), config))
     return runs
 
 
@@ -170,16 +176,15 @@ def restore_last(ckpt: dict, runs: list[Run], path: Path) -> tuple[int, list[dic
     return int(ckpt["epoch"]), log
 
 
-def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: int, bar) -> float:
-    """One pass in the epoch's own shuffled order; returns the mean training loss per image.
+def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: int, bar) -> dict[str, float]:
+    """One pass in the epoch's own shuffled order; returns each named loss of the criterion, mean per image.
 
     Under torchrun this rank trains on its share of the order with ``batch_size / world_size`` images per step; the
-    mean is averaged over ranks (every rank has the same number of images).
+    means are averaged over ranks (every rank has the same number of images).
     """
     model, info = (run.model if run.step_model is None else run.step_model), run.dist
     model.train()
-    criterion = build_criterion()
-    total = torch.zeros((), dtype=torch.float64, device=train_set.device)
+    totals: dict[str, torch.Tensor] = {}
     batch_size = local_batch_size(cfg.batch_size, info)
     steps = train_set.num_batches(batch_size, info)
     count = 0
@@ -187,17 +192,21 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
                                                 1):
         with autocast(images.device, cfg.amp):
             outputs = model(images)
-        loss = criterion(outputs, targets)["loss"]
+        losses = run.criterion(outputs, targets)
+        loss = losses["loss"]
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        total += loss.detach() * len(images)  # on the device: no host sync per step
+        for name, value in losses.items():  # on the device: no host sync per step
+            if name not in totals:
+                totals[name] = torch.zeros((), dtype=torch.float64, device=train_set.device)
+            totals[name] += value.detach() * len(images)
         count += len(images)
         bar.update(1)
         if step % LOG_EVERY == 0 or step == steps:
-            check_finite({f"{run.method} loss": float(total)}, epoch, step)
+            check_finite({f"{run.method} loss": float(totals["loss"])}, epoch, step)
             bar.set_postfix(model=run.method, epoch=epoch, loss=f"{float(loss.detach()):.3g}")
-    return all_reduce_mean({"loss": float(total) / count}, info, train_set.device)["loss"]
+    return all_reduce_mean({name: float(total) / count for name, total in totals.items()}, info, train_set.device)
 
 
 def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: KeypointDataset, epoch: int, bar,
@@ -205,13 +214,13 @@ def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: Keypoi
     """Train and validate one model for one epoch on datasets that carry its codec; saves its best model; returns
     the log record."""
     set_rng_state(run.rng)
-    t0 = time.perf_counter()
-    train_loss = train_one_epoch(run, train_set, cfg, epoch, bar)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    train_losses = train_one_epoch(run, train_set, cfg, epoch, bar)
     t1 = time.perf_counter()
     keep = len(snapshots["val_indices"]) if snapshots is not None else 0
     # Every rank validates the same model (rank 0's) on the full set, so all ranks get rank 0's metrics.
     broadcast_buffers(run.model, run.dist)
-    val = evaluate(run.model, val_set, VAL_BATCH_SIZE, cfg.amp, keep)
+    val = evaluate(run.model, val_set, VAL_BATCH_SIZE, cfg.amp, keep, run.criterion)
     check_finite({f"{run.method} validation loss": val["loss"]}, epoch, "validation")
     run.rng = rng_state()
     m = val["metrics"]
@@ -223,10 +232,11 @@ def run_epoch(run: Run, cfg: Config, train_set: KeypointDataset, val_set: Keypoi
                         model=run.model, epoch=epoch)
     if snapshots is not None:
         snapshots["epochs"][epoch] = val["outputs"].half()
-    return {"model": run.method, "epoch": epoch, "train": {"loss": train_loss},
-            "val": {"loss": val["loss"], "pck": m["pck"], "pck_swap_invariant": m.get("swap_invariant", m)["pck"],
+    return {"model": run.method, "epoch": epoch, "train": train_losses,
+            "val": {**val["losses"], "pck": m["pck"], "pck_swap_invariant": m.get("swap_invariant", m)["pck"],
                     "auc": m["auc"], "mean_px_error": m["mean_px_error"]},
-            "best": is_best, TIMING_KEY: {"train_s": round(t1 - t0, 3), "val_s": round(time.perf_counter() - t1, 3)}}
+            "best": is_best, TIMING_KEY: {"train_s": round(t1 - t0, 3), "val_s": round(time.perf_counter() - t1, 3),
+                                          "cpu_s": round(time.process_time() - cpu0, 3)}}
 
 
 def train(cfg: Config, resume: bool = False, command: str = "python problem2/train.py", data: tuple | None = None,
@@ -254,7 +264,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
         data = load_data(cfg)
     train_set, val_set = (d.to(device) for d in data)
     names = train_set.keypoint_names
-    methods = list(METHODS) if cfg.model == "both" else [cfg.model]
+    methods = trained_methods(cfg.model)
     runs = build_runs(cfg, methods, names, device)
     start, log = restore_last(ckpt, runs, last) if ckpt is not None else (0, [])
     for r in runs:  # the module that training steps go through: DDP wrapper and/or compiled, else the model

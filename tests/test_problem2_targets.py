@@ -130,7 +130,7 @@ def test_build_codec_from_config_and_checkpoint_dicts():
     assert build_codec("heatmap", old, NAMES).hand_pairs == ((1, 2),)
     assert build_codec("regression", Config(), NAMES) == RegressionCodec(128)
     with pytest.raises(ValueError):
-        build_codec("simcc", Config(), NAMES)
+        build_codec("pose-transformer", Config(), NAMES)
     with pytest.raises(ValueError):
         HeatmapCodec(decoder="soft-argmax")
 
