@@ -20,8 +20,9 @@ MARKER_NAMES = {"o": "o", "x": "x", "+": "+", "^": "triangle", "d": "diamond"}  
 
 
 def _show_points(ax, image, points: dict[str, torch.Tensor], title: str = ""):
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(torch.as_tensor(image).float().numpy(), cmap="gray", vmin=0, vmax=1)  # matplotlib wants NumPy
     for key, p in points.items():
+        p = torch.as_tensor(p).float().numpy()
         hollow = key == "gt" or MARKERS[key] in ("^", "d")  # filled shapes would hide the ground truth
         style = {"facecolors": "none", "edgecolors": COLORS[key]} if hollow else {"c": COLORS[key]}
         ax.scatter(p[:, 0], p[:, 1], s=30 if hollow else 45, marker=MARKERS[key], linewidths=1.5, label=key,
@@ -83,7 +84,7 @@ def plot_heatmaps(images: torch.Tensor, heatmaps: torch.Tensor, gt: torch.Tensor
         gt_uv, pred_uv = pixels_to_heatmap(gt[i], IMAGE_SIZE, hs), pixels_to_heatmap(pred[i], IMAGE_SIZE, hs)
         for j in range(k):
             ax = axes[i, j + 1]
-            ax.imshow(heatmaps[i, j], cmap="magma", vmin=0, vmax=max(1.0, float(heatmaps[i, j].max())))
+            ax.imshow(heatmaps[i, j].float().numpy(), cmap="magma", vmin=0, vmax=max(1.0, float(heatmaps[i, j].max())))
             ax.scatter(gt_uv[j, 0], gt_uv[j, 1], s=30, marker="o", facecolors="none", edgecolors=COLORS["gt"])
             ax.scatter(pred_uv[j, 0], pred_uv[j, 1], s=30, marker="x", c="cyan")
             ax.set_title(f"{names[j]} (max {float(heatmaps[i, j].max()):.2f})", fontsize=7)
