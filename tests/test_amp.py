@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_main
 
 import common.runtime as runtime
-from common.errors import run_cli
 from common.runtime import autocast, cpu_has_native_bf16, resolve_precision
 from common.training import strip_timing
 from problem1 import train as train1
@@ -25,14 +25,6 @@ from problem2 import train as train2
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-
-
-def _main(main, argv: list[str]) -> int:
-    try:
-        run_cli(lambda: main(argv))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def _log(results) -> list[dict]:
@@ -74,17 +66,17 @@ P2 = ["--device", "cpu", "--model", "heatmap", "--limit-train", "8", "--limit-va
 def test_problem2_bf16_trains_deterministically_and_resumes(native_bf16, tiny_data, tmp_path):
     common = [*P2, "--data-dir", str(tiny_data), "--amp", "--lr", "0.003"]
     a, b, c, f = (tmp_path / n for n in "abcf")
-    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(a)]) == 0
+    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(a)]) == 0
     log = _log(a)
     assert log[-1]["train"]["loss"] < log[0]["train"]["loss"]  # it learns
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
-    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(b)]) == 0
+    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(b)]) == 0
     assert json.dumps(_log(b)) == json.dumps(log)  # same seed, same machine: identical
-    assert _main(train2.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
-    assert _main(train2.main, [*common, "--epochs", "3", "--results-dir", str(c), "--resume"]) == 0
+    assert run_main(train2.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
+    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(c), "--resume"]) == 0
     assert _log(c) == log
     # ... and bf16 was really used: exact fp32 gives other numbers
-    assert _main(train2.main, [*common[:-3], "--no-amp", "--lr", "0.003", "--epochs", "3", "--results-dir",
+    assert run_main(train2.main, [*common[:-3], "--no-amp", "--lr", "0.003", "--epochs", "3", "--results-dir",
                                str(f)]) == 0
     assert _log(f) != log
     assert json.loads((f / "config.json").read_text())["precision"] == "fp32"
@@ -93,8 +85,8 @@ def test_problem2_bf16_trains_deterministically_and_resumes(native_bf16, tiny_da
 def test_amp_changes_nothing_without_native_bf16(monkeypatch, tiny_data, tmp_path):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     common = [*P2, "--data-dir", str(tiny_data), "--epochs", "1"]
-    assert _main(train2.main, [*common, "--amp", "--results-dir", str(tmp_path / "a")]) == 0
-    assert _main(train2.main, [*common, "--no-amp", "--results-dir", str(tmp_path / "b")]) == 0
+    assert run_main(train2.main, [*common, "--amp", "--results-dir", str(tmp_path / "a")]) == 0
+    assert run_main(train2.main, [*common, "--no-amp", "--results-dir", str(tmp_path / "b")]) == 0
     assert json.dumps(_log(tmp_path / "a")) == json.dumps(_log(tmp_path / "b"))
     assert json.loads((tmp_path / "a" / "config.json").read_text())["precision"] == "fp32"
 
@@ -105,11 +97,11 @@ P1 = ["--device", "cpu", "--limit-train", "4", "--batch-size", "2", "--limit-val
 def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_path):
     common = [*P1, "--data-dir", str(tiny_data), "--amp"]
     a, b, c = (tmp_path / n for n in "abc")
-    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(a)]) == 0
-    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(b)]) == 0
+    assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(a)]) == 0
+    assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(b)]) == 0
     assert json.dumps(_log(a)) == json.dumps(_log(b))
-    assert _main(train1.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
-    assert _main(train1.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
+    assert run_main(train1.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
+    assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
     assert _log(c) == _log(a)
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
 
@@ -118,7 +110,7 @@ def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_pat
 def test_bf16_sigkill_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     common = [*P2, "--data-dir", str(tiny_data), "--amp", "--epochs", "3"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert _main(train2.main, [*common, "--results-dir", str(ref)]) == 0
+    assert run_main(train2.main, [*common, "--results-dir", str(ref)]) == 0
     proc = subprocess.Popen([sys.executable, "problem2/train.py", *common, "--results-dir", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -127,5 +119,5 @@ def test_bf16_sigkill_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert torch.load(killed / "last.pth", weights_only=True)["epoch"] < 3
-    assert _main(train2.main, [*common, "--results-dir", str(killed), "--resume"]) == 0
+    assert run_main(train2.main, [*common, "--results-dir", str(killed), "--resume"]) == 0
     assert _log(killed) == _log(ref)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_main
 from PIL import Image
 
-from common.errors import run_cli
 from common.training import strip_timing
 from problem2 import baseline, evaluate, train
 
@@ -27,15 +27,6 @@ ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
 def run_script(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, f"problem2/{script}", *args], capture_output=True, text=True, env=ENV,
                           cwd=ROOT, timeout=timeout)
-
-
-def run_main(main, argv: list[str]) -> int:
-    """Run a script's ``main`` in-process as its ``__main__`` does; returns the exit status."""
-    try:
-        run_cli(lambda: main(argv))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def log_of(results: Path) -> list[dict]:

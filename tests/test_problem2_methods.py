@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_main
 from torch import nn
 
-from common.errors import run_cli
 from common.training import save_checkpoint
 from problem2 import baseline, evaluate
 from problem2.codec import (
@@ -238,14 +238,6 @@ def test_tiny_overfit(method, settings, loss_ratio, px, tiny_data):
 
 
 # --- CLI smoke runs ------------------------------------------------------------------------------------------------
-
-def run_main(main, argv: list[str]) -> int:
-    try:
-        run_cli(lambda: main(argv))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, f"problem2/{script}", *args], capture_output=True, text=True, env=ENV,
