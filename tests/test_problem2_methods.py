@@ -361,3 +361,21 @@ def test_study_conclusion_states_what_the_numbers_show():
     abl["runs"]["gap0"]["metrics"]["pck"]["0.05"] = 0.55
     text = "\n".join(study_conclusion(abl, names))
     assert "the pooling alone is not the cause; it differs from the specification by its dropout." in text
+    # A 90-epoch gain between LONGER_BARELY and LONGER_HELPS is "a little", not "barely".
+    abl["runs"]["long"]["metrics"]["pck"]["0.05"] = 0.158
+    text = "\n".join(study_conclusion(abl, names))
+    assert "reaches 0.158 (+0.084): longer training helps a little but stays far below 0.5" in text
+
+
+def test_study_conclusion_names_an_interaction_of_pooling_and_dropout():
+    """Neither keeping position nor removing dropout reaches 0.5 alone, both together do: the conclusion must name
+    both causes and show that the single gains do not add up to the joint one."""
+    abl, names = study(flatten_p05=0.109, simcc_head=1.0)
+    for name, p in (("gap", 0.074), ("gap0", 0.195), ("flat", 0.109), ("flat0", 0.658)):
+        abl["runs"][name]["metrics"]["pck"]["0.05"] = p
+    text = "\n".join(study_conclusion(abl, names))
+    assert "Neither change alone lifts regression to 0.5" in text
+    assert "keeping position (regression, flatten head, dropout 0.5, 30 epochs) gives 0.109" in text
+    assert "removing dropout (regression, gap head, dropout 0, 30 epochs) gives 0.195" in text
+    assert "the two gains (+0.035, +0.121) add up to +0.156, the joint gain is +0.584: the causes interact" in text
+    assert "together with dropout 0.5" in text and "is its global average pooling, which" in text
