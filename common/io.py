@@ -38,6 +38,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return _atomic(path, lambda f: f.write(text))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic(path, lambda f: f.write(data), mode="wb")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return _atomic(path, lambda f: json.dump(obj, f, indent=2))
 

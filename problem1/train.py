@@ -170,7 +170,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     saved = start  # last epoch whose last.pth is on disk
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             train_losses = train_one_epoch(step_model, criterion, optimizer, train_set, anchors, cfg, device, epoch,
                                            info, scheduler)
             t1 = time.perf_counter()
@@ -187,7 +187,8 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
                                                       "ap_per_class": dict(zip(CLASS_NAMES, val["ap_per_class"],
                                                                                strict=True))})},
                 "best": is_best,
-                TIMING_KEY: {"epoch_s": t2 - t0, "train_s": t1 - t0, "val_s": t2 - t1},
+                TIMING_KEY: {"epoch_s": t2 - t0, "train_s": t1 - t0, "val_s": t2 - t1,
+                             "cpu_s": time.process_time() - cpu0},
             }
             log.append(record)
             if is_best:

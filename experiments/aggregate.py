@@ -1,0 +1,255 @@
+"""``study.json``: every run's config, seed, headline metrics and time; per experiment the mean and standard deviation
+over seeds of every headline metric; the comparisons the report makes, judged against the seed spread.
+
+Everything here is read from the JSON files the trainers and evaluators wrote (``config.json``,
+``training_log.json``, ``metrics.json``) and from the study's own small files (``study_timing.json``, ``pair.json``);
+only the receptive fields are computed, from the model definition. So ``--report-only`` rebuilds the same
+``study.json`` from the same folders.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.data import load_json
+from common.errors import UserError
+from common.io import atomic_write_json
+from common.report import nan_to_none
+from experiments.progress import epoch_seconds
+from experiments.registry import Family, PairRun, Registry, Run, identity
+from experiments.runner import (
+    FINISHED,
+    PAIR_FILE,
+    evaluate_command,
+    evaluation_seconds,
+    pair_finished,
+    run_log,
+    run_state,
+    train_command,
+)
+from problem1.config import CLASS_NAMES
+from problem2.metrics import KEYPOINT_GROUPS, THRESHOLDS
+
+DIFFERENCE_RULE = ("two experiments differ in a metric when |mean_a - mean_b| > 2 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b), "
+                   "twice the standard error of the difference of the means (sample standard deviations over seeds, "
+                   "both n >= 2); otherwise the difference is within noise; with one seed on either side it is not "
+                   "tested. With 2-3 seeds this is a screen against reading seed noise as an effect, not a calibrated "
+                   "significance test")
+WITHIN_NOISE, DIFFERS, NOT_TESTED, NOT_RUN = "within noise", "differs", "not tested (one seed)", "not run"
+
+# Headline metrics: (key in study.json, label in the report, decimals shown). Every one gets a mean and a std.
+P1_HEADLINE = (
+    ("map50", "mAP@0.5", 3),
+    *((f"ap50_{c}", f"AP@0.5 {c}", 3) for c in CLASS_NAMES),
+    ("map50_hidden_ignored", "mAP@0.5, hidden ignored", 3),
+    ("map50_95", "mAP@[.5:.95]", 3),
+    *((f"ap50_95_{c}", f"AP@[.5:.95] {c}", 3) for c in CLASS_NAMES),
+    *((f"false_positives_{c}", f"false {c}s at score >= 0.5", 1) for c in CLASS_NAMES),
+    ("best_epoch", "best epoch", 1),
+)
+HAND_PLACEMENT = ("near_one_hand", "near_midpoint", "crossed", "elsewhere", "one_per_hand", "hand_pck")
+P2_HEADLINE = (
+    *((f"pck@{t:g}", f"PCK@{t:g}", 3) for t in THRESHOLDS),
+    ("auc", "AUC 0-0.5", 3),
+    ("mean_px_error", "mean px error", 3),
+    *((f"{g}_pck@0.05", f"{g} PCK@0.05", 3) for g in KEYPOINT_GROUPS),
+    ("swap_invariant_pck@0.05", "swap-inv. PCK@0.05", 3),
+    ("spread", "spread", 3),
+    *((f"hands_apart_{k}", f"hands apart: {k.replace('_', ' ')}", 3) for k in HAND_PLACEMENT),
+    ("best_epoch", "best epoch", 1),
+)
+HEADLINE = {"problem1": P1_HEADLINE, "problem2": P2_HEADLINE}
+# The metrics each comparison is judged on (the report's comparison tables).
+COMPARED = {"problem1": ("map50", *(f"ap50_{c}" for c in CLASS_NAMES)),
+            "problem2": (*(f"pck@{t:g}" for t in THRESHOLDS), "auc", "mean_px_error")}
+
+
+# --- statistics (pure) -----------------------------------------------------------------------------------------
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+
+
+def mean_std(values: Iterable[Any]) -> dict:
+    """``{'mean', 'std', 'n'}`` over the finite values (None/NaN are a run without that number): the sample standard
+    deviation (ddof 1), ``None`` for fewer than two values; the mean ``None`` for none."""
+    v = _finite(values)
+    return {"mean": statistics.fmean(v) if v else None, "std": statistics.stdev(v) if len(v) >= 2 else None,
+            "n": len(v)}
+
+
+def compare(a: dict, b: dict) -> dict:
+    """``a`` against ``b`` (each a :func:`mean_std` dict) under :data:`DIFFERENCE_RULE`:
+    ``{'diff': mean_a - mean_b, 'threshold', 'verdict'}``."""
+    if not a["n"] or not b["n"]:
+        return {"diff": None, "threshold": None, "verdict": NOT_RUN}
+    diff = a["mean"] - b["mean"]
+    if a["n"] < 2 or b["n"] < 2:
+        return {"diff": diff, "threshold": None, "verdict": NOT_TESTED}
+    threshold = 2 * math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return {"diff": diff, "threshold": threshold, "verdict": DIFFERS if abs(diff) > threshold else WITHIN_NOISE}
+
+
+# --- the headline numbers of one run (pure functions of its metrics.json) -------------------------------------
+
+def p1_headline(m: dict) -> dict:
+    fp = m.get("false_positives", {}).get("per_class", {})
+    return {"map50": m["mAP"], **{f"ap50_{c}": m["ap_per_class"][c] for c in CLASS_NAMES},
+            "map50_hidden_ignored": m["ignore_hidden"]["mAP"], "map50_95": m["coco_ap_50_95"]["mAP"],
+            **{f"ap50_95_{c}": m["coco_ap_50_95"]["ap_per_class"][c] for c in CLASS_NAMES},
+            **{f"false_positives_{c}": fp.get(c, {}).get("total") for c in CLASS_NAMES},
+            "best_epoch": m.get("epoch")}
+
+
+def group_pck(m: dict, group: str, t: str = "0.05") -> float | None:
+    names = [n for n in KEYPOINT_GROUPS[group] if n in m["per_keypoint"]]
+    return statistics.fmean(m["per_keypoint"][n]["pck"][t] for n in names) if names else None
+
+
+def p2_headline(method_result: dict) -> dict:
+    """From one entry of ``metrics.json['methods']``."""
+    m = method_result["metrics"]
+    hands = m.get("hand_placement") or {}
+    return {**{f"pck@{t:g}": m["pck"][f"{t:g}"] for t in THRESHOLDS}, "auc": m["auc"],
+            "mean_px_error": m["mean_px_error"], **{f"{g}_pck@0.05": group_pck(m, g) for g in KEYPOINT_GROUPS},
+            "swap_invariant_pck@0.05": m.get("swap_invariant", m)["pck"]["0.05"], "spread": m.get("spread"),
+            **{f"hands_apart_{k}": hands.get(k) for k in HAND_PLACEMENT}, "best_epoch": method_result.get("epoch")}
+
+
+def p1_details(m: dict, receptive_fields: list[int]) -> dict:
+    """What the problem-1 sections show for one run besides the headline (from its metrics.json)."""
+    return {"receptive_fields": receptive_fields, "num_images": m["num_images"], "num_objects": m["num_objects"],
+            "num_hidden": m["ignore_hidden"]["num_hidden"], "scale_specialisation": m["scale_specialisation"],
+            "false_positives": m["false_positives"], "anchor_coverage": m["anchor_coverage"],
+            "confusion_matrix": m["confusion_matrix"]}
+
+
+def receptive_fields(config: Any) -> list[int]:
+    from problem1.model import build_model
+
+    return build_model(config).receptive_fields()
+
+
+# --- reading runs ----------------------------------------------------------------------------------------------
+
+def run_time(run: Run, log: list[dict]) -> dict:
+    epochs = epoch_seconds(log, run.problem)
+    cpu = [r.get("time", {}).get("cpu_s") for r in log]
+    return {"epochs": len(log), "train_s": round(sum(epochs), 3),
+            "cpu_s": round(sum(cpu), 3) if cpu and None not in cpu else None,
+            "s_per_epoch": round(statistics.median(epochs), 3) if epochs else None,
+            "evaluate_s": evaluation_seconds(run.dir)}
+
+
+def collect_run(run: Run, results_dir: Path) -> dict | None:
+    """One finished run's entry of ``study.json``; ``None`` while it is not finished."""
+    if run_state(run) != FINISHED:
+        return None
+    metrics = load_json(run.dir / "metrics.json")
+    config = load_json(run.dir / "config.json")
+    log = run_log(run)
+    if run.problem == "problem1":
+        headline, details = p1_headline(metrics), p1_details(metrics, receptive_fields(run.config))
+    else:
+        result = metrics["methods"].get(run.method)
+        if result is None:
+            raise UserError(f"{run.dir / 'metrics.json'}: has no {run.method} results")
+        headline, details = p2_headline(result), {}
+    return {"experiment": run.experiment, "problem": run.problem, "seed": run.seed,
+            "dir": os.path.relpath(run.dir, results_dir), "config": identity(run.problem, config),
+            "precision": config.get("precision"), "device": config.get("resolved_device"),
+            "train_command": train_command(run),
+            "evaluate_command": evaluate_command(run.problem, run.config.data_dir, run.dir, run.config.device),
+            "metrics": nan_to_none(headline), "details": nan_to_none(details), "time": run_time(run, log)}
+
+
+def collect_pair(pair: PairRun, results_dir: Path) -> dict | None:
+    if not pair_finished(pair, results_dir):
+        return None
+    m = load_json(pair.dir / "metrics.json")
+    return {"pair": pair.pair, "seed": pair.seed, "dir": os.path.relpath(pair.dir, results_dir),
+            "members": load_json(pair.dir / PAIR_FILE)["members"],
+            "evaluate_command": evaluate_command("problem2", next(iter(pair.members.values())).config.data_dir,
+                                                 pair.dir, next(iter(pair.members.values())).config.device),
+            "failures": m.get("failures"), "num_images": m["num_images"]}
+
+
+def ceiling_summary(runs: Sequence[Run]) -> dict | None:
+    """The hand-ambiguity ceiling of the validation labels (the same in every problem-2 run on them): from the first
+    finished run with the original labels."""
+    for run in runs:
+        if run.problem == "problem2" and not run.config.canonical_hands and (run.dir / "metrics.json").is_file():
+            c = load_json(run.dir / "metrics.json").get("ceiling")
+            if c:
+                return nan_to_none({"pck": c["pck"], "auc": c["auc"], "sum_over_thresholds": c["sum_over_thresholds"],
+                                    "best_single_prediction_sum": c["best_single_prediction_sum"],
+                                    "strategies": {s: {k: v for k, v in d.items() if k != "curve"}
+                                                   for s, d in c["strategies"].items()}})
+    return None
+
+
+# --- the study -------------------------------------------------------------------------------------------------
+
+def experiment_summary(key: str, registry: Registry, runs: list[Run], collected: dict[str, dict]) -> dict:
+    exp = registry.experiments[key]
+    mine = [r for r in runs if r.experiment == key]
+    finished = [collected[r.name] for r in mine if r.name in collected]
+    metrics = {k: mean_std(c["metrics"].get(k) for c in finished) for k, _, _ in HEADLINE[exp.problem]}
+    # A run that did not record a time (a log written before cpu_s was) leaves the experiment's sum unknown.
+    times = {k: None if any(c["time"].get(k) is None for c in finished) else
+             round(sum(c["time"][k] for c in finished), 3) for k in ("train_s", "cpu_s", "evaluate_s")}
+    return {"problem": exp.problem, "title": exp.title, "aliases": list(exp.aliases), "overrides": exp.overrides,
+            "train_command": train_command(mine[0]) if mine else None,
+            "planned_seeds": [r.seed for r in mine], "seeds": [c["seed"] for c in finished], "n": len(finished),
+            "metrics": metrics, "time": times}
+
+
+def family_comparisons(family: Family, experiments: dict[str, dict]) -> list[dict]:
+    out = []
+    for a, b in family.comparisons:
+        if a not in experiments or b not in experiments:
+            continue
+        for metric in COMPARED[family.problem]:
+            sa, sb = experiments[a]["metrics"][metric], experiments[b]["metrics"][metric]
+            out.append({"family": family.key, "a": a, "b": b, "metric": metric, "mean_a": sa["mean"],
+                        "mean_b": sb["mean"], **compare(sa, sb)})
+    return out
+
+
+def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[PairRun], results_dir: Path,
+                data: dict | None = None, bench: dict | None = None) -> dict:
+    """The whole ``study.json`` from the run folders (only finished runs count)."""
+    collected = {r.name: c for r in runs if (c := collect_run(r, results_dir)) is not None}
+    planned = list(dict.fromkeys(r.experiment for r in runs))
+    experiments = {k: experiment_summary(k, registry, runs, collected) for k in registry.experiments if k in planned}
+    families = [f for f in registry.families if any(m in experiments for m in f.members)]
+    comparisons = [c for f in families for c in family_comparisons(f, experiments)]
+    pair_entries = [p for pr in pairs if (p := collect_pair(pr, results_dir)) is not None]
+    return nan_to_none({
+        "schema": 1,
+        "meta": {**meta, "difference_rule": DIFFERENCE_RULE,
+                 "precisions": sorted({c["precision"] for c in collected.values() if c["precision"]}),
+                 "devices": sorted({c["device"] for c in collected.values() if c["device"]})},
+        "headline": {p: [{"key": k, "label": label, "digits": d} for k, label, d in h] for p, h in HEADLINE.items()},
+        "data": data,
+        "runs": list(collected.values()),
+        "experiments": experiments,
+        "families": [{"key": f.key, "problem": f.problem, "title": f.title, "members": [m for m in f.members
+                                                                                        if m in experiments],
+                      "comparisons": [list(c) for c in f.comparisons]} for f in families],
+        "comparisons": comparisons,
+        "pairs": pair_entries,
+        "ceiling": ceiling_summary(runs),
+        "bench": bench,
+        "time": {"train_s": round(sum(c["time"]["train_s"] for c in collected.values()), 3),
+                 "evaluate_s": round(sum(c["time"]["evaluate_s"] or 0.0 for c in collected.values()), 3),
+                 "runs_finished": len(collected), "runs_planned": len(runs)},
+    })
+
+
+def write_study(path: Path, study: dict) -> Path:
+    return atomic_write_json(path, study)

@@ -1,0 +1,85 @@
+"""``--export DIR``: the committable copy of a study: ``REPORT.md``, ``study.json`` and exactly the PNGs that
+``REPORT.md`` links, at the same relative paths, each downscaled with Pillow until it is at most
+:data:`MAX_FIGURE_BYTES`. Nothing else: no checkpoints, logs or unlinked figures."""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from common.errors import UserError
+from common.io import atomic_write_bytes
+from experiments.report import REPORT_NAME
+
+MAX_FIGURE_BYTES = 1_000_000
+TOTAL_BUDGET_BYTES = 5_000_000  # what the issue allows a committed report; exceeding it is reported, not refused
+STUDY_JSON = "study.json"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+\.png)\)")
+
+
+def linked_figures(report: str) -> list[str]:
+    """The relative PNG paths ``report`` links (images and plain links), each once, in order."""
+    return list(dict.fromkeys(LINK.findall(report)))
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def shrink_png(src: Path, max_bytes: int = MAX_FIGURE_BYTES) -> bytes:
+    """``src``'s bytes if small enough, else the image re-encoded and downscaled (area shrinks with the excess) until
+    it fits."""
+    raw = src.read_bytes()
+    if len(raw) <= max_bytes:
+        return raw
+    with Image.open(src) as im:
+        image = im.convert("RGBA") if im.mode in ("P", "LA") else im.copy()
+    data = _png_bytes(image)
+    while len(data) > max_bytes:
+        scale = max(0.5, min(0.9, (max_bytes / len(data)) ** 0.5))
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        if size == image.size:
+            raise UserError(f"{src}: cannot be shrunk below {max_bytes} bytes")
+        image = image.resize(size, Image.LANCZOS)
+        data = _png_bytes(image)
+    return data
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def export(results_dir: Path, out_dir: Path) -> dict:
+    """Copy the study in ``results_dir`` to ``out_dir``; returns ``{'files': [...], 'bytes': total}``."""
+    report_path, study_path = results_dir / REPORT_NAME, results_dir / STUDY_JSON
+    for p in (report_path, study_path):
+        if not p.is_file():
+            raise UserError(f"--export: {p} not found (run the study, or --report-only, first)")
+    if out_dir.resolve() == results_dir.resolve():
+        raise UserError(f"--export {out_dir}: is the results folder itself")
+    report = report_path.read_text()
+    figures = linked_figures(report)
+    for rel in figures:  # every link checked before anything is written
+        src = results_dir / rel
+        if Path(rel).is_absolute() or not _inside(src, results_dir):
+            raise UserError(f"{report_path}: links {rel}, outside the results folder")
+        if not src.is_file():
+            raise UserError(f"{report_path}: links {rel}, which does not exist")
+    files = {REPORT_NAME: report.encode(), STUDY_JSON: study_path.read_bytes()}
+    for rel in figures:
+        files[rel] = shrink_png(results_dir / rel)
+    for rel, data in files.items():
+        atomic_write_bytes(out_dir / rel, data)
+    total = sum(len(d) for d in files.values())
+    stale = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()
+                   and str(p.relative_to(out_dir)) not in files)
+    return {"files": list(files), "bytes": total, "over_budget": total > TOTAL_BUDGET_BYTES, "stale": stale}
+

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""The whole study in one command: every experiment the report shows, each trained with N seeds, then
+``RESULTS/study.json`` and ``RESULTS/REPORT.md``.
+
+Usage::
+
+    python study.py                                  # every experiment, 3 seeds, into results/
+    python study.py --quick --results-dir /tmp/q     # the same pipeline on a small generated dataset, 1-2 epochs
+    python study.py --only p1 --seeds 2              # problem 1 only (the report still shows what else is done)
+    python study.py --seeds-for p1-cosine=1          # fewer (or more) seeds for one experiment; repeatable
+    python study.py --report-only                    # rebuild study.json and REPORT.md from the results
+    python study.py --export docs/report             # REPORT.md, study.json and the PNGs it links (<= 1 MB each)
+    python study.py --list                           # the experiments, their runs and each run's state
+
+Experiments (``--list`` names them all): problem 1's specification, ``--head-dilation 3`` and the cosine/10x-lr
+run; problem 2's specified heatmap and regression, both on canonical hand labels, every ablation of
+``problem2/baseline.py`` (sigma, resolution, skip; the regression-head grid, the 3x-longer regression, integral and
+SimCC). Each run lives in ``RESULTS/study/<experiment>/seed<S>/``; seeds are 641 (the specification's), 1, 2, ...
+
+Resumable at every level: a finished run (same config, evaluated) is skipped; an interrupted one continues from its
+``last.pth`` (Ctrl-C or ``kill -9`` lose at most the epoch in progress); a folder holding a different run is an
+error, never overwritten. Run the same command again to continue.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: the repository root is this file's folder
+    sys.path[0] = str(Path(__file__).resolve().parent)
+
+from common.cli import command_line, require_output_dir  # noqa: E402
+from common.data import load_json  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.runtime import AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
+from experiments.aggregate import build_study, write_study  # noqa: E402
+from experiments.data_summary import data_summary  # noqa: E402
+from experiments.export import export  # noqa: E402
+from experiments.figures import write_figures  # noqa: E402
+from experiments.machine import machine_info  # noqa: E402
+from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
+from experiments.report import write_report  # noqa: E402
+from experiments.runner import run_state, run_study  # noqa: E402
+
+SEEDS, QUICK_SEEDS = 3, 2
+QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
+QUICK_EPOCHS = (1, 2)  # problem 1 / problem 2 epochs per run in --quick
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the same pipeline on a small generated dataset "
+                   f"({QUICK_IMAGES[0]}/{QUICK_IMAGES[1]} images) with {QUICK_EPOCHS[0]} (problem 1) / "
+                   f"{QUICK_EPOCHS[1]} (problem 2) epochs and {QUICK_SEEDS} seeds")
+    p.add_argument("--seeds", type=int, default=None, help=f"seeds per experiment (default {SEEDS}; --quick: "
+                   f"{QUICK_SEEDS})")
+    p.add_argument("--seeds-for", action="append", default=[], metavar="EXPERIMENT=N",
+                   help="another number of seeds for one experiment, e.g. p1-cosine=1, or for a pattern, e.g. "
+                   "'p2-regression-*=1' (repeatable; a later one wins)")
+    p.add_argument("--only", choices=["p1", "p2"], default=None, help="train only this problem's experiments")
+    p.add_argument("--experiments", nargs="+", default=None, metavar="EXPERIMENT",
+                   help="train only these experiments (see --list)")
+    p.add_argument("--results-dir", default=None, help="where study/, study.json and REPORT.md go (default: results; "
+                   "--quick: results/quick)")
+    p.add_argument("--data-dir", default=None, help="the datasets (default ./datasets, generated there if missing; "
+                   "--quick generates its own into RESULTS/quick_data)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=AMP_HELP)
+    p.add_argument("--report-only", action="store_true", help="rebuild study.json and REPORT.md from the results, "
+                   "without training")
+    p.add_argument("--bench-json", default=None, help="bench.py results for the performance section (default "
+                   "RESULTS/bench.json; when missing, the study runs bench.py once at the end and writes it)")
+    p.add_argument("--no-bench", action="store_true", help="do not run bench.py when its results are missing (the "
+                   "performance section then says so)")
+    p.add_argument("--export", default=None, metavar="DIR", help="copy REPORT.md, study.json and exactly the figures "
+                   "REPORT.md links (downscaled to <= 1 MB each) into DIR, and do nothing else")
+    p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
+    # For tests: an even smaller --quick.
+    p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--quick-epochs", type=int, nargs=2, default=QUICK_EPOCHS, metavar=("P1", "P2"),
+                   help=argparse.SUPPRESS)
+    return p
+
+
+def ensure_quick_data(data_dir: Path, num_train: int, num_val: int) -> None:
+    """The quick dataset: generated once; a folder holding another size is an error (its runs would mix data)."""
+    from generate_datasets import generate
+
+    files = [data_dir / d / f"{s}_annotations.json" for d in ("detection", "keypoints") for s in ("train", "val")]
+    try:
+        sizes = [len(load_json(f, ("images",))["images"]) for f in files]
+    except UserError:
+        sizes = None  # missing, or cut short by a kill: the annotation files are written last, so generate again
+    if sizes is not None:
+        if sizes != [num_train, num_val] * 2:
+            raise UserError(f"{data_dir}: holds a quick dataset of {sizes[0]}/{sizes[1]} images, not "
+                            f"{num_train}/{num_val}; pass another --results-dir")
+        return
+    print(f"generating the quick dataset ({num_train}/{num_val} images) in {data_dir}", flush=True)
+    generate(data_dir, num_train=num_train, num_val=num_val)
+
+
+def run_bench(path: Path, data_dir: str, device: str, amp: bool | None, only: str | None, quick: bool) -> None:
+    import bench
+
+    argv = ["--problem", {"p1": "1", "p2": "2", None: "all"}[only], "--device", device, "--data-dir", data_dir,
+            "--json", str(path)]
+    argv += ["--steps", "1", "--warmup", "0"] if quick else []
+    argv += [] if amp is None else ["--amp" if amp else "--no-amp"]
+    print(f"benchmark: python bench.py {' '.join(argv)}", flush=True)
+    bench.main(argv)
+
+
+def read_bench(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--bench-json {path}: not readable JSON ({e})") from None
+    if not isinstance(doc, dict) or not {"meta", "results"} <= set(doc):
+        raise UserError(f"--bench-json {path}: not a bench.py --json file")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {seeds})")
+    if min(args.quick_images) < 1 or min(args.quick_epochs) < 1:
+        raise UserError("--quick-images and --quick-epochs must be >= 1")
+    if args.quick and args.data_dir is not None:
+        raise UserError("--quick generates its own data into RESULTS/quick_data; leave out --data-dir")
+    results = require_output_dir(args.results_dir or ("results/quick" if args.quick else "results"))
+    if args.export is not None:
+        out = require_output_dir(args.export, "--export")
+        done = export(results, out)
+        print(f"exported {len(done['files'])} files ({done['bytes'] / 1e6:.2f} MB) to {out}"
+              + ("; over the 5 MB budget" if done["over_budget"] else ""))
+        if done["stale"]:
+            print(f"note: {out} also holds files this export did not write: {', '.join(done['stale'][:5])}"
+                  + (" ..." if len(done["stale"]) > 5 else ""), file=sys.stderr)
+        return
+    device = pick_device(args.device)
+    data_dir = str(results / "quick_data") if args.quick else (args.data_dir or "./datasets")
+    settings = Settings(results, data_dir, args.device, args.amp, args.quick,
+                        args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
+    registry = build_registry(settings.p1_epochs, settings.p2_epochs)
+    seeds_for = parse_seeds_for(args.seeds_for, registry)
+    _, runs, _ = plan(settings, seeds, args.only, seeds_for, args.experiments)
+    _, all_runs, all_pairs = plan(settings, seeds, None, seeds_for, None)  # what the report covers
+    if args.list:
+        for r in all_runs:
+            print(f"{r.name:<48} {r.problem}  {run_state(r):<9} {'' if r in runs else '(not selected)'}")
+        return
+    tune_cpu_allocator()
+    command = command_line("study.py", argv, drop=("--report-only",))
+    bench_path = Path(args.bench_json) if args.bench_json else results / "bench.json"
+    if not args.report_only:
+        for r in runs:
+            run_state(r)  # a folder holding another run is an error before anything is generated or trained
+        if args.quick:
+            ensure_quick_data(Path(data_dir), *args.quick_images)
+        counts = run_study(runs, all_pairs, results, args.device)
+        print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
+        if not bench_path.is_file() and not args.no_bench:
+            run_bench(bench_path, data_dir, args.device, args.amp, args.only, args.quick)
+    meta = {"command": command, "quick": args.quick, "seeds": seeds, "seed_list": study_seeds(seeds),
+            "seeds_for": seeds_for, "data_dir": data_dir, "device": str(device), "machine": machine_info(device)}
+    study = build_study(meta, registry, all_runs, all_pairs, results, data_summary(data_dir), read_bench(bench_path))
+    write_study(results / "study.json", study)
+    write_figures(study, results, Path(data_dir))
+    report = write_report(study, results)
+    print(f"wrote {results / 'study.json'} and {report}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

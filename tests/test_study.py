@@ -1,0 +1,392 @@
+"""study.py: the plan, the skip/resume logic, the statistics and the difference rule, the report's consistency with
+study.json, and the whole --quick pipeline end to end (including kill -9 in the middle of a run)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_main
+from PIL import Image
+
+from common.errors import UserError
+from common.report import fmt
+from common.training import strip_timing
+from experiments.aggregate import NOT_RUN, NOT_TESTED, WITHIN_NOISE, compare, mean_std
+from experiments.export import linked_figures, shrink_png
+from experiments.progress import estimate, format_eta
+from experiments.registry import (
+    Settings,
+    build_registry,
+    identity,
+    parse_seeds_for,
+    plan,
+    study_seeds,
+)
+from experiments.runner import EVALUATE, FINISHED, RESUME, TRAIN, config_flags, run_state
+from problem1.config import Config as Config1
+from problem2.baseline import FAMILIES, AblationConfig
+from problem2.baseline import plan as baseline_plan
+from problem2.config import Config as Config2
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
+TINY = ["--quick", "--quick-images", "16", "8", "--device", "cpu"]
+
+
+def _study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "study.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --- the plan ----------------------------------------------------------------------------------------------------
+
+def test_plan_shares_identical_runs_and_derives_the_ablations_from_baseline(tmp_path):
+    registry, runs, pairs = plan(Settings(tmp_path, "data"), seeds=2)
+    assert study_seeds(4) == [641, 1, 2, 3] and Config1().seed == Config2().seed == 641
+    # One run per (config, seed): the default heatmap is also the sigma-2, 64x64 and with-skips ablation.
+    idents = [(repr(sorted(identity(r.problem, dataclasses.asdict(r.config)).items()))) for r in runs]
+    assert len(set(idents)) == len(runs)
+    assert {registry.aliases[a] for a in ("p2-sigma2", "p2-res64", "p2-skip", "p2-heatmap")} == {"p2-heatmap"}
+    assert registry.aliases["p2-regression-gap-dropout0.5"] == "p2-regression"
+    # Every baseline.py run is an experiment of the study, and no problem-2 ablation is typed in twice.
+    abl = AblationConfig(epochs=30, ablations=list(FAMILIES))
+    _, baseline_runs = baseline_plan(abl)
+    want = {repr(sorted(identity("problem2", v).items())) for v in baseline_runs.values()}
+    have = {repr(sorted(identity("problem2", e.overrides).items())) for e in registry.experiments.values()
+            if e.problem == "problem2" and not e.overrides.get("canonical_hands")}
+    assert have == want
+    # The first seed's run of the specification is exactly a plain `python problem1/train.py`.
+    spec = next(r for r in runs if r.name == "p1-spec/seed641")
+    assert identity("problem1", dataclasses.asdict(spec.config)) == identity("problem1", dataclasses.asdict(Config1()))
+    assert spec.dir == tmp_path / "study" / "p1-spec" / "seed641"
+    # Seed-major order: every experiment's first seed before any second seed.
+    first_second = next(i for i, r in enumerate(runs) if r.seed != 641)
+    assert all(r.seed == 641 for r in runs[:first_second]) and len(runs) == 2 * first_second
+    assert [p.seed for p in pairs] == [641, 1]
+
+
+def test_seeds_for_names_aliases_patterns_and_errors(tmp_path):
+    registry = build_registry()
+    got = parse_seeds_for(["p2-*=1", "p2-sigma2=3", "p1-cosine=1"], registry)
+    assert got["p2-heatmap"] == 3 and got["p2-simcc"] == 1 and got["p1-cosine"] == 1 and "p1-spec" not in got
+    _, runs, _ = plan(Settings(tmp_path, "data"), seeds=2, seeds_for=got)
+    seeds = {}
+    for r in runs:
+        seeds.setdefault(r.experiment, []).append(r.seed)
+    assert seeds["p2-heatmap"] == [641, 1, 2] and seeds["p1-cosine"] == [641] and seeds["p1-spec"] == [641, 1]
+    for bad in ("p1-cosine", "p1-cosine=0", "p1-cosine=x", "nope=1", "zz-*=1"):
+        with pytest.raises(UserError):
+            parse_seeds_for([bad], registry)
+
+
+def test_recorded_training_command_parses_back_to_the_run_config(tmp_path):
+    from common.config import parse_config
+
+    _, runs, _ = plan(Settings(tmp_path, "data", amp=False), seeds=2, keys=["p2-regression-flatten-dropout0",
+                                                                               "p1-cosine"])
+    for run in runs:
+        cls = Config1 if run.problem == "problem1" else Config2
+        parsed, _ = parse_config(cls, config_flags(run.config))
+        assert parsed == run.config
+
+
+# --- skip / resume / evaluate -------------------------------------------------------------------------------------
+
+def _one_run(tmp_path):
+    _, runs, _ = plan(Settings(tmp_path, "data"), seeds=1, keys=["p2-regression"])
+    return runs[0]
+
+
+def test_run_state_follows_the_files_and_never_takes_over_another_run(tmp_path):
+    run = _one_run(tmp_path)
+    d = run.dir
+    assert run_state(run) == TRAIN
+    d.mkdir(parents=True)
+    saved = {**dataclasses.asdict(run.config), "command": "python problem2/train.py", "precision": "fp32",
+             "resolved_device": "cpu"}
+    (d / "config.json").write_text(json.dumps(saved))
+    assert run_state(run) == TRAIN  # killed before the first epoch ended
+    (d / "last.pth").write_bytes(b"x")
+    (d / "training_log.json").write_text(json.dumps([{"model": "regression", "epoch": 1}]))
+    assert run_state(run) == RESUME
+    log = [{"model": "regression", "epoch": e} for e in range(1, run.config.epochs + 1)]
+    (d / "training_log.json").write_text(json.dumps(log))
+    assert run_state(run) == RESUME  # every epoch logged, but no best model: not complete
+    (d / "regression_model.pth").write_bytes(b"x")
+    assert run_state(run) == EVALUATE
+    (d / "metrics.json").write_text("{}")
+    assert run_state(run) == FINISHED
+    # Where the run lives and which device ran it do not make it another run.
+    (d / "config.json").write_text(json.dumps({**saved, "data_dir": "/elsewhere", "device": "cuda",
+                                               "channels_last": False}))
+    assert run_state(run) == FINISHED
+    # The --amp request is not the run, the precision it gave is: --amp on a CPU without bf16 trained in fp32 ...
+    (d / "config.json").write_text(json.dumps({**saved, "amp": True}))
+    assert run_state(run) == FINISHED
+    # ... and a run that trained in another precision is another run (no --amp on a CPU is fp32).
+    (d / "config.json").write_text(json.dumps({**saved, "precision": "bf16"}))
+    with pytest.raises(UserError, match="trained in bf16, this study would run it in fp32"):
+        run_state(run)
+    (d / "config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    with pytest.raises(UserError, match="holds a different run.*lr"):
+        run_state(run)
+    (d / "config.json").unlink()
+    with pytest.raises(UserError, match="no config.json"):
+        run_state(run)
+
+
+# --- statistics and the difference rule ----------------------------------------------------------------------------
+
+def test_mean_std_known_values():
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    s = mean_std([None, float("nan"), 2.0, 4.0])  # a run without the number does not count
+    assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2)) and s["n"] == 2
+    assert mean_std([0.25]) == {"mean": 0.25, "std": None, "n": 1}
+    assert mean_std([]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_difference_rule_known_values():
+    a, b = {"mean": 1.0, "std": 0.1, "n": 3}, {"mean": 0.8, "std": 0.1, "n": 3}
+    c = compare(a, b)  # threshold 2 * sqrt(0.01/3 + 0.01/3) = 0.1633
+    assert c["diff"] == pytest.approx(0.2) and c["threshold"] == pytest.approx(0.163299, abs=1e-6)
+    assert c["verdict"] == "differs"
+    wide = compare({**a, "std": 0.2}, {**b, "std": 0.2})  # threshold 0.3266 > 0.2
+    assert wide["verdict"] == WITHIN_NOISE
+    assert compare({**a, "n": 1, "std": None}, b)["verdict"] == NOT_TESTED
+    assert compare({"mean": None, "std": None, "n": 0}, b)["verdict"] == NOT_RUN
+    same = compare({"mean": 0.5, "std": 0.0, "n": 2}, {"mean": 0.5, "std": 0.0, "n": 2})
+    assert same["verdict"] == WITHIN_NOISE  # identical deterministic runs: no difference at all
+
+
+def test_eta_from_measured_epochs():
+    remaining = [("problem1", "problem1", 3, True), ("problem2 heatmap 64px", "problem2", 2, True),
+                 ("problem2 regression", "problem2", 0, True)]
+    seconds, unmeasured = estimate(remaining, {"problem1": [10.0, 30.0, 20.0]}, {"problem1": [5.0], "problem2": [2.0]})
+    assert seconds == 3 * 20.0 + 5.0 + 2.0 and unmeasured == 1  # median epoch; the heatmap kind is not timed yet
+    assert format_eta(0.0, 2, 2) == "ETA after the first epoch"
+    assert format_eta(3725.0, 0, 1) == "ETA 1 h 02 min"
+    assert format_eta(0.0, 0, 0) == "done"
+
+
+# --- export --------------------------------------------------------------------------------------------------------
+
+def test_shrink_png_fits_the_budget_and_keeps_small_files(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    big = tmp_path / "big.png"
+    Image.fromarray(noise).save(big)
+    assert big.stat().st_size > 60_000
+    data = shrink_png(big, max_bytes=60_000)
+    assert len(data) <= 60_000
+    small = tmp_path / "small.png"
+    Image.fromarray(noise[:20, :20]).save(small)
+    assert shrink_png(small, max_bytes=60_000) == small.read_bytes()
+    assert linked_figures("![a](x/a.png) [b](b.png) ![a again](x/a.png) `c.png`") == ["x/a.png", "b.png"]
+
+
+# --- REPORT.md against study.json ----------------------------------------------------------------------------------
+
+NUMBER = re.compile(r"(?<![\w.@])-?\d+\.\d+(?![\w.])")
+EXPERIMENT_ROW = re.compile(r"^`([\w.-]+)`")
+
+
+def _numbers(obj) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, (int, float)):
+        return [obj]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _numbers(v)]
+    return []
+
+
+def _tables(report: str) -> list[tuple[int, list[str], list[list[str]]]]:
+    """``(line index, header cells, rows of cells)`` of every markdown table."""
+    lines, out, i = report.splitlines(), [], 0
+    cells = lambda line: [c.strip() for c in line.strip().strip("|").split(" | ")]  # noqa: E731
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            start, header, rows = i, cells(lines[i]), []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(cells(lines[i]))
+                i += 1
+            out.append((start, header, rows))
+        else:
+            i += 1
+    return out
+
+
+def check_report_consistency(report: str, study: dict) -> int:
+    """Every table of ``report`` against ``study``: each names its command in its section; every decimal number in a
+    cell is a number of ``study`` as printed with that many decimals; every cell of an experiment row under a
+    headline metric's label is that experiment's "mean ± std (n)" from ``study``. Returns the aggregate cells checked.
+    """
+    printed = {f"{v:.{d}f}" for v in _numbers(study) for d in range(4)}
+    labels = {p: {h["label"]: h for h in hs} for p, hs in study["headline"].items()}
+    lines = report.splitlines()
+    checked = 0
+    tables = _tables(report)
+    assert tables, "no tables"
+    for start, header, rows in tables:
+        section = next(j for j in range(start, -1, -1) if lines[j].startswith("#"))
+        context = "\n".join(lines[section:start])
+        assert "ommand" in context or "`python" in context, f"table at line {start + 1} names no command"
+        for row in rows:
+            assert len(row) == len(header), row
+            for col, cell in enumerate(row):
+                text = re.sub(r"`[^`]*`", "", cell)  # commands and names, not reported numbers
+                for token in NUMBER.findall(text):
+                    assert token in printed, f"line {start + 1}: {token} ({cell!r}) is not in study.json"
+                m = EXPERIMENT_ROW.match(row[0])
+                exp = study["experiments"].get(m.group(1)) if m else None
+                h = labels[exp["problem"]].get(header[col]) if exp and col else None
+                if h is None:
+                    continue
+                s = exp["metrics"][h["key"]]
+                d = h["digits"]
+                want = ("not run" if not s["n"] else f"{s['mean']:.{d}f} (1)" if s["n"] == 1 else
+                        f"{s['mean']:.{d}f} ± {s['std']:.{d}f} ({s['n']})")
+                assert cell == want, f"line {start + 1}, {m.group(1)} {header[col]}: {cell!r} != {want!r}"
+                checked += 1
+    return checked
+
+
+DOCS = ROOT / "docs" / "report"
+
+
+@pytest.mark.skipif(not (DOCS / "REPORT.md").is_file(), reason="no committed reference report in docs/report/ yet")
+def test_committed_report_matches_its_study_json():
+    assert check_report_consistency((DOCS / "REPORT.md").read_text(), json.loads((DOCS / "study.json").read_text()))
+    for rel in linked_figures((DOCS / "REPORT.md").read_text()):
+        assert (DOCS / rel).stat().st_size <= 1_000_000, rel
+
+
+# --- the whole pipeline --------------------------------------------------------------------------------------------
+
+# Two seeds where the comparisons need a spread, one elsewhere (the report must say so), one epoch per run.
+QUICK = [*TINY, "--quick-epochs", "1", "1", "--seeds", "2", "--seeds-for", "p2-*=1", "--seeds-for", "p2-heatmap=2",
+         "--seeds-for", "p2-regression=2", "--seeds-for", "p1-cosine=1"]
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    res = tmp_path_factory.mktemp("study") / "q"
+    t0 = time.perf_counter()
+    r = _study(*QUICK, "--results-dir", str(res))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return res, time.perf_counter() - t0, r
+
+
+def test_quick_study_writes_a_consistent_report(quick_study):
+    res, _, r = quick_study
+    study = json.loads((res / "study.json").read_text())
+    report = (res / "REPORT.md").read_text()
+    assert study["time"]["runs_finished"] == study["time"]["runs_planned"] == 25
+    assert "run 1/25 p1-spec/seed641" in r.stdout and "ETA after the first epoch" in r.stdout
+    for key, e in study["experiments"].items():  # the aggregates are the statistics of the runs' numbers
+        values = [x["metrics"]["pck@0.05" if e["problem"] == "problem2" else "map50"] for x in study["runs"]
+                  if x["experiment"] == key]
+        stat = e["metrics"]["pck@0.05" if e["problem"] == "problem2" else "map50"]
+        assert stat["n"] == len(values) == len(e["planned_seeds"])
+        assert stat["mean"] == pytest.approx(float(np.mean(values)))
+        assert stat["std"] == (pytest.approx(float(np.std(values, ddof=1))) if len(values) > 1 else None)
+    assert check_report_consistency(report, study) > 100
+    assert "`p1-cosine` †" in report and "`p1-cosine` has 1 of 2 seeds: fewer seeds planned" in report
+    assert any(c["a"] == "p1-cosine" and c["verdict"] == NOT_TESTED for c in study["comparisons"])
+    assert any(c["a"] == "p1-dilation3" and c["verdict"] != NOT_TESTED for c in study["comparisons"])
+    for rel in linked_figures(report):
+        assert (res / rel).is_file(), rel
+    assert (res / "study" / "p2-pair" / "seed1" / "figures" / "failure_cases.png").is_file()
+    assert study["bench"]["meta"]["steps"] == 1
+
+
+def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(quick_study):
+    res, first_s, _ = quick_study
+    report = (res / "REPORT.md").read_bytes()
+    ckpt = res / "study" / "p1-spec" / "seed641" / "last.pth"
+    mtime = ckpt.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    r = _study(*QUICK, "--results-dir", str(res))
+    again_s = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "0 train, 0 resume, 0 evaluate, 25 finished" in r.stdout
+    assert ckpt.stat().st_mtime_ns == mtime and again_s < first_s / 4
+    assert (res / "REPORT.md").read_bytes() == report
+    r = _study(*QUICK, "--results-dir", str(res), "--report-only")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (res / "REPORT.md").read_bytes() == report
+
+
+def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path):
+    res, _, _ = quick_study
+    out = tmp_path / "docs" / "report"
+    r = _study("--results-dir", str(res), "--export", str(out))
+    assert r.returncode == 0, r.stderr
+    report = (out / "REPORT.md").read_text()
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert files == {"REPORT.md", "study.json", *linked_figures(report)}
+    assert all((out / f).stat().st_size <= 1_000_000 for f in files if f.endswith(".png"))
+    assert check_report_consistency(report, json.loads((out / "study.json").read_text())) > 100
+
+
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
+    import study
+
+    res = tmp_path / "r"
+    for args in (["--seeds-for", "p1-spec"], ["--seeds", "0"], ["--experiments", "p9-none"],
+                 ["--quick", "--data-dir", "x"], ["--export", str(tmp_path / "out")]):
+        assert run_main(study.main, [*args, "--results-dir", str(res)]) == 2, args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (args, err)
+    assert not res.exists() and not (tmp_path / "out").exists()
+    # A run folder holding another run: refused before the quick data is generated; nothing overwritten.
+    _, runs, _ = plan(Settings(res, str(res / "quick_data"), "cpu", quick=True, p1_epochs=1, p2_epochs=1), seeds=1,
+                      keys=["p2-regression"])
+    runs[0].dir.mkdir(parents=True)
+    other = {**dataclasses.asdict(runs[0].config), "lr": 0.5}
+    (runs[0].dir / "config.json").write_text(json.dumps(other))
+    argv = [*TINY, "--quick-epochs", "1", "1", "--seeds", "1", "--experiments", "p2-regression", "--no-bench",
+            "--results-dir", str(res)]
+    assert run_main(study.main, argv) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert json.loads((runs[0].dir / "config.json").read_text()) == other and not (res / "quick_data").exists()
+
+
+def test_kill9_mid_run_resumes_to_the_uninterrupted_study(tmp_path):
+    args = [*TINY, "--quick-epochs", "1", "6", "--seeds", "1", "--experiments", "p2-regression", "--no-bench"]
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    run_dir = Path("study") / "p2-regression" / "seed641"
+    proc = subprocess.Popen([sys.executable, "study.py", *args, "--results-dir", str(killed)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (killed / run_dir / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    epoch = torch.load(killed / run_dir / "last.pth", weights_only=True)["epoch"]
+    assert 1 <= epoch < 6 and not (killed / run_dir / "metrics.json").exists()
+    r = _study(*args, "--results-dir", str(killed))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "0 train, 1 resume" in r.stdout
+    r = _study(*args, "--results-dir", str(ref))
+    assert r.returncode == 0, r.stderr[-3000:]
+    logs = [json.loads((d / run_dir / "training_log.json").read_text()) for d in (killed, ref)]
+    assert len(logs[0]) == 6 and strip_timing(logs[0]) == strip_timing(logs[1])
+    metrics = [json.loads((d / run_dir / "metrics.json").read_text())["methods"]["regression"] for d in (killed, ref)]
+    assert metrics[0]["metrics"] == metrics[1]["metrics"] and metrics[0]["epoch"] == metrics[1]["epoch"]
+    runs = [json.loads((d / "study.json").read_text())["runs"] for d in (killed, ref)]
+    assert [x["metrics"] for x in runs[0]] == [x["metrics"] for x in runs[1]] and len(runs[0]) == 1
+    assert fmt(runs[0][0]["metrics"]["pck@0.05"]) in (killed / "REPORT.md").read_text()
