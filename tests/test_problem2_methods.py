@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_main
+from helpers import overfit, run_main
 from torch import nn
 
 from common.training import save_checkpoint
@@ -218,22 +218,11 @@ def test_tiny_overfit(method, settings, loss_ratio, px, tiny_data):
     images, targets, keypoints = ds.get_batch(torch.arange(4))
     torch.manual_seed(0)
     net, criterion = build_model(method, 5, cfg), build_criterion(method, cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # steady speed even when the other core is busy
-    losses = []
-    try:
-        for _ in range(30):
-            out = net(images)
-            loss = criterion(out, targets)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
+    losses = overfit(net, criterion, images, targets, steps=30)
     assert losses[-1] < loss_ratio * losses[0], losses
     if px is not None:  # decoded in image pixels: the codec inverts what the criterion trained
+        with torch.no_grad():
+            out = net(images)  # after the last step, in training mode like the steps
         assert keypoint_errors(ds.codec.decode(out), keypoints).mean() < px
 
 

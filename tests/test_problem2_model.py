@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import overfit
 
 from problem2.codec import HeatmapCodec, RegressionCodec, render_heatmaps, render_heatmaps_batch
 from problem2.dataset import KeypointDataset, load_split
@@ -61,20 +62,7 @@ def test_heatmap_loss_falls_on_a_tiny_overfit(tiny_data):
     ds = load_split(tiny_data, "train")
     images, targets, _ = ds.get_batch(torch.arange(4))
     net = HeatmapNet()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    crit = KeypointMSELoss()
-    losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # steady speed even when the other core is busy
-    try:
-        for _ in range(20):
-            loss = crit(net(images), targets)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
+    losses = overfit(net, KeypointMSELoss(), images, targets, steps=20)
     assert losses[-1] < 0.1 * losses[0], losses
 
 
