@@ -34,7 +34,7 @@ from common.data import ensure_data  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.runtime import (  # noqa: E402
-    AMP_HELP,
+    STUDY_AMP_HELP,
     autocast,
     maybe_compile,
     memory_format,
@@ -141,8 +141,8 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
         _, boxes, labels = train_set.get_batch(batches[i % len(batches)])
         criterion(fake_heads, (boxes, labels), anchors)["loss_total"].backward()
 
-    return {"precision": resolve_precision(device, cfg.amp)} | bench_case(
-        maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp), b, fake_images,
+    return {"precision": resolve_precision(device, cfg.amp, cfg.CPU_BF16_DEFAULT)} | bench_case(
+        maybe_compile(model, compile), opt, lambda: autocast(device, cfg.amp, cfg.CPU_BF16_DEFAULT), b, fake_images,
         fake_loss=lambda out: sum(o.float().square().mean() for o in out),
         real_batch=lambda i: train_set.get_batch(batches[i % len(batches)]),
         real_loss=lambda out, batch: criterion(out, batch[1:], anchors)["loss_total"],
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare-layouts", action="store_true",
                    help="time both memory formats (channels-last and contiguous), not just the configured one")
     p.add_argument("--compile", action="store_true", help="time the training and inference steps under torch.compile")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=AMP_HELP)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=STUDY_AMP_HELP)
     p.add_argument("--compare-amp", action="store_true",
                    help="time every run in fp32 (--no-amp) and in bf16 (--amp) side by side; where bf16 is not "
                         "available (a CPU without native bf16) both rows are fp32 and no speed-up is reported")

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a file: the repository root is this file
 from common.cli import command_line, require_output_dir  # noqa: E402
 from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
-from common.runtime import AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
+from common.runtime import STUDY_AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
 from experiments.aggregate import build_study, write_study  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="the datasets (default ./datasets, generated there if missing; "
                    "--quick generates its own into RESULTS/quick_data)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=AMP_HELP)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=STUDY_AMP_HELP)
     p.add_argument("--report-only", action="store_true", help="rebuild study.json and REPORT.md from the results, "
-                   "without training")
+                   "without training (with the seeds of the study that ran unless --seeds/--seeds-for are given)")
     p.add_argument("--bench-json", default=None, help="bench.py results for the performance section (default "
                    "RESULTS/bench.json; when missing, the study runs bench.py once at the end and writes it)")
     p.add_argument("--no-bench", action="store_true", help="do not run bench.py when its results are missing (the "
@@ -127,6 +127,17 @@ def read_bench(path: Path) -> dict | None:
     return doc
 
 
+def previous_plan(path: Path) -> dict | None:
+    """The seeds and command of the study whose ``study.json`` is at ``path`` (``None``: none readable), so that
+    ``--report-only`` without ``--seeds``/``--seeds-for`` rebuilds the report of the study that ran."""
+    try:
+        meta = json.loads(path.read_text())["meta"]
+        plan_ = {"seeds": int(meta["seeds"]), "seeds_for": dict(meta["seeds_for"]), "command": str(meta["command"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return plan_ if plan_["seeds"] >= 1 else None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
@@ -152,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
                         args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
     registry = build_registry(settings.p1_epochs, settings.p2_epochs)
     seeds_for = parse_seeds_for(args.seeds_for, registry)
+    command = command_line("study.py", argv, drop=("--report-only",))
+    previous = previous_plan(results / "study.json") if args.report_only and args.seeds is None and \
+        not args.seeds_for else None
+    if previous is not None:  # the report of the study that ran, not of a plan with the default seeds
+        seeds, seeds_for, command = previous["seeds"], previous["seeds_for"], previous["command"]
     _, runs, _ = plan(settings, seeds, args.only, seeds_for, args.experiments)
     _, all_runs, all_pairs = plan(settings, seeds, None, seeds_for, None)  # what the report covers
     if args.list:
@@ -159,7 +175,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r.name:<48} {r.problem}  {run_state(r):<9} {'' if r in runs else '(not selected)'}")
         return
     tune_cpu_allocator()
-    command = command_line("study.py", argv, drop=("--report-only",))
     bench_path = Path(args.bench_json) if args.bench_json else results / "bench.json"
     if not args.report_only:
         for r in runs:

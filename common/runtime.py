@@ -103,35 +103,43 @@ def cpu_has_native_bf16() -> bool:
 
 
 PRECISIONS = ("fp32", "bf16")
-AMP_HELP = ("bf16 autocast of the model's forward pass. Default (neither flag): bf16 on CUDA, exact fp32 on CPU. "
-            "--amp: bf16 also on CPUs with native bf16 (AVX512-BF16/AMX; others stay fp32). --no-amp: exact fp32 "
-            "everywhere")
+def amp_help(cpu_bf16: bool = False) -> str:
+    """The ``--amp/--no-amp`` help of a problem whose default on a CPU with native bf16 is ``cpu_bf16``."""
+    on_cpu = "bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32" if cpu_bf16 else "exact fp32 on CPU"
+    return (f"bf16 autocast of the model's forward pass. Default (neither flag): bf16 on CUDA, {on_cpu}. "
+            "--amp: bf16 also on CPUs with native bf16 (others stay fp32). --no-amp: exact fp32 everywhere")
 
 
-def resolve_precision(device: torch.device, amp: bool | None) -> str:
+AMP_HELP = amp_help()
+STUDY_AMP_HELP = ("bf16 autocast of the models' forward passes. Default (neither flag): bf16 on CUDA; on CPUs with "
+                  "native bf16, bf16 for problem 1 and fp32 for problem 2 (each problem's validated default). "
+                  "--amp: bf16 for both where native. --no-amp: exact fp32 everywhere")
+
+
+def resolve_precision(device: torch.device, amp: bool | None, cpu_bf16: bool = False) -> str:
     """The precision a run actually uses: ``'bf16'`` (autocast) or ``'fp32'``.
 
     ``amp`` is the ``--amp/--no-amp`` switch: ``False`` is always exact fp32. ``None`` (neither flag) is the
-    default: bf16 on CUDA, fp32 on CPU (bf16 on CPU is opt-in until its full-run validation passes; README,
-    "Mixed precision"). ``True`` asks for bf16, which CUDA and CPUs with native bf16 get; emulated bf16 is
-    slower than fp32, so other CPUs (and MPS) stay fp32.
+    default: bf16 on CUDA; on a CPU with native bf16, bf16 only where the problem's full-run validation found no loss
+    (``cpu_bf16``, the config's ``CPU_BF16_DEFAULT``; README, "Mixed precision"), else fp32. ``True`` asks for bf16,
+    which CUDA and CPUs with native bf16 get; emulated bf16 is slower than fp32, so other CPUs (and MPS) stay fp32.
     """
     if amp is False:
         return "fp32"
     if device.type == "cuda":
         return "bf16"
-    if device.type == "cpu" and amp is True and cpu_has_native_bf16():
+    if device.type == "cpu" and (amp is True or cpu_bf16) and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 
 
-def autocast(device: torch.device, amp: bool | None):
+def autocast(device: torch.device, amp: bool | None, cpu_bf16: bool = False):
     """bf16 autocast where :func:`resolve_precision` says so, else a no-op (exact fp32).
 
     Only the model's forward pass goes under it: losses, box decoding, NMS, AP, heatmap decoding and PCK take
     float32 (callers upcast outputs with ``.float()``).
     """
-    if resolve_precision(device, amp) == "bf16":
+    if resolve_precision(device, amp, cpu_bf16) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -7,6 +7,7 @@ therefore replays exactly the epochs an uninterrupted run would have run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 import sys
@@ -229,10 +230,12 @@ def interrupted_message(results_dir: str | Path, last_epoch: int, resume_cmd: st
 RESUME_OVERRIDES = ("epochs", "device", "data_dir", "results_dir", "channels_last", "compile")
 
 
-def resumed_config(cls: type, saved: dict, cfg: Any) -> Any:
+def resumed_config(cls: type, saved: dict, cfg: Any, precision: str | None = None) -> Any:
     """The checkpoint's config ``saved`` with only :data:`RESUME_OVERRIDES` taken from ``cfg`` (the command line).
 
-    Other flags the user set away from their defaults are reported and ignored.
+    Other flags the user set away from their defaults are reported and ignored. ``precision`` is the one the run
+    recorded (:func:`recorded_precision`): a run begun without ``--amp/--no-amp`` is pinned to it, so it goes on in
+    the precision it began in even where the default precision has changed since.
     """
     old, defaults = config_from_dict(cls, saved), cls()
     changed = [f.name for f in dataclasses.fields(cls) if f.name not in RESUME_OVERRIDES
@@ -240,4 +243,16 @@ def resumed_config(cls: type, saved: dict, cfg: Any) -> Any:
     if changed:
         print(f"note: resuming with the checkpoint's {', '.join(changed)}; only {', '.join(RESUME_OVERRIDES)} "
               "may change on --resume", file=sys.stderr)
+    if old.amp is None and precision in ("fp32", "bf16"):
+        old = dataclasses.replace(old, amp=precision == "bf16")
     return dataclasses.replace(old, **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+
+
+def recorded_precision(results_dir: str | Path) -> str | None:
+    """The precision a run in ``results_dir`` recorded in its ``config.json`` (``None``: none recorded)."""
+    try:
+        with open(Path(results_dir) / "config.json") as f:
+            value = json.load(f).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

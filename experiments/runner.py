@@ -112,7 +112,7 @@ def run_state(run: Run) -> str:
                         "--results-dir")
     # The same --amp setting means fp32 on a CPU and bf16 on CUDA: a run begun in one precision must not be
     # continued, or counted as finished, in the other.
-    precision = resolve_precision(pick_device(run.config.device), run.config.amp)
+    precision = resolve_precision(pick_device(run.config.device), run.config.amp, run.config.CPU_BF16_DEFAULT)
     if stored.get("precision", precision) != precision:
         raise UserError(f"{d}: was trained in {stored['precision']}, this study would run it in {precision}; pass "
                         f"{'--amp' if stored['precision'] == 'bf16' else '--no-amp'} or another --results-dir")

@@ -34,7 +34,7 @@ from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.progress import progress  # noqa: E402
 from common.report import fmt, nan_to_none  # noqa: E402
-from common.runtime import AMP_HELP, autocast, pick_device, resolve_precision, tune_cpu_allocator  # noqa: E402
+from common.runtime import amp_help, autocast, pick_device, resolve_precision, tune_cpu_allocator  # noqa: E402
 from common.training import load_checkpoint  # noqa: E402
 from problem1.analysis import (  # noqa: E402
     CONFUSION_SCORE,
@@ -118,7 +118,7 @@ def evaluate(model: MultiScaleDetector, dataset: ShapeDetectionDataset, cfg: Con
     sums: dict[str, Tensor] = {}
     for idx in progress(torch.arange(len(dataset)).split(cfg.eval_batch_size), desc=desc, unit="batch"):
         images, boxes, labels = dataset.get_batch(idx)
-        with autocast(device, cfg.amp):
+        with autocast(device, cfg.amp, cfg.CPU_BF16_DEFAULT):
             outputs = model(images.to(device))
         if criterion is not None:
             losses = criterion(outputs, (boxes.to(device), labels.to(device)), anchors)
@@ -170,7 +170,7 @@ def run_evaluation(checkpoint: str | Path, data_dir: str | Path, results_dir: st
     names = list(CLASS_NAMES)
     metrics = {
         "checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"), "data_dir": str(data_dir), "device": str(dev),
-        "precision": resolve_precision(dev, cfg.amp),
+        "precision": resolve_precision(dev, cfg.amp, cfg.CPU_BF16_DEFAULT),
         "command": command, "config": dataclasses.asdict(cfg),
         "num_images": len(dataset), "num_objects": int(sum(len(g["labels"]) for g in gts)),
         "mAP": res["mAP"], "ap_per_class": dict(zip(names, res["ap_per_class"], strict=True)),
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit-val", type=int, default=None, help="use only the first N validation images (0: all; "
                    "default: as in the checkpoint's training run)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help=AMP_HELP + " (default: the checkpoint's setting)")
+                   help=amp_help(Config.CPU_BF16_DEFAULT) + " (default: the checkpoint's setting)")
     args = p.parse_args(argv)
     tune_cpu_allocator()
     for flag, value in (("--num-vis", args.num_vis), ("--limit-val", args.limit_val)):

@@ -62,6 +62,7 @@ from common.training import (  # noqa: E402
     epoch_generator,
     interrupted_message,
     load_checkpoint,
+    recorded_precision,
     restore_training,
     resumed_config,
     save_checkpoint,
@@ -105,7 +106,7 @@ def train_one_epoch(model: torch.nn.Module, criterion: DetectionLoss, optimizer:
     bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
     for step, idx in enumerate(bar, 1):
         images, boxes, labels = dataset.get_batch(idx)
-        with autocast(device, cfg.amp):
+        with autocast(device, cfg.amp, cfg.CPU_BF16_DEFAULT):
             outputs = model(images)
         losses = criterion(outputs, (boxes, labels), anchors)
         optimizer.zero_grad(set_to_none=True)
@@ -127,7 +128,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     ckpt = None
     if resume:
         ckpt = load_checkpoint(require_resume_checkpoint(results), PROBLEM)
-        cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
+        cfg = resumed_config(Config, ckpt.get("config", {}), cfg, recorded_precision(results))
     info, device = init_distributed(pick_device(cfg.device))
     quiet_unless_main(info)
     local_batch_size(cfg.batch_size, info)
@@ -160,8 +161,9 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
     anchors = default_anchors().to(device)
     if info.is_main:
         extra = {"world_size": info.world_size} if info.enabled else {}
+        precision = resolve_precision(device, cfg.amp, cfg.CPU_BF16_DEFAULT)
         atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
-                                                    "precision": resolve_precision(device, cfg.amp),
+                                                    "precision": precision,
                                                     "command": command, **extra})
     print(f"training on {device}: {len(train_set)} train / {len(val_set)} val images, epochs {start + 1}.."
           f"{cfg.epochs}, results in {results}" + (f", {info.world_size} processes" if info.enabled else ""))

@@ -30,11 +30,11 @@ from common.config import cfg_field, parse_config  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.report import nan_to_none  # noqa: E402
-from common.runtime import AMP_HELP, autocast, memory_format, pick_device, resolve_precision, tune_cpu_allocator  # noqa: E402
+from common.runtime import amp_help, autocast, memory_format, pick_device, resolve_precision, tune_cpu_allocator  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
 from problem2.codec import HeatmapCodec, build_codec  # noqa: E402
 from problem2.codec import extract_keypoints_from_heatmaps as extract_keypoints_from_heatmaps  # noqa: E402  (re-export)
-from problem2.config import DECODERS, METHODS, PROBLEM, SPECIFIED_METHODS  # noqa: E402
+from problem2.config import DECODERS, METHODS, PROBLEM, SPECIFIED_METHODS, Config  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split  # noqa: E402
 from problem2.figures import (  # noqa: E402
     plot_failures,
@@ -77,7 +77,7 @@ def predict(model: torch.nn.Module, dataset: KeypointDataset, batch_size: int = 
     sums: dict[str, torch.Tensor] = {}
     preds, kept = [], []
     for images, targets, _ in dataset.batches(batch_size):
-        with autocast(images.device, amp):
+        with autocast(images.device, amp, Config.CPU_BF16_DEFAULT):
             out = model(images)
         for name, value in criterion(out, targets).items():
             sums[name] = sums.get(name, torch.zeros((), device=dataset.device)) + value * len(images)
@@ -149,7 +149,7 @@ class EvalConfig:
                              choices=["", *DECODERS])
     limit_val: int | None = cfg_field(None, "use only the first N validation images (0: all; default: as in the "
                                             "models' training run)", min=0)
-    amp: bool | None = cfg_field(None, AMP_HELP + " (default: each model's training setting)")
+    amp: bool | None = cfg_field(None, amp_help(Config.CPU_BF16_DEFAULT) + " (default: each model's training setting)")
 
 
 def _one_setting(models: dict, key: str, default, results_dir: Path, what: str):
@@ -194,8 +194,9 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
         res = evaluate(model, base.with_codec(codecs[m]), cfg.batch_size, amp,
                        keep_outputs=len(base) if m == "heatmap" else n_fig, criterion=build_criterion(m, c))
         results[m] = res
+        precision = resolve_precision(device, amp, Config.CPU_BF16_DEFAULT)
         metrics["methods"][m] = {"checkpoint": str(paths[m]), "epoch": ck["epoch"], "config": ck["config"],
-                                 "decoder": c["decoder"], "precision": resolve_precision(device, amp),
+                                 "decoder": c["decoder"], "precision": precision,
                                  "val_loss": res["loss"], "metrics": res["metrics"]}
         if m == "heatmap":
             joint = build_codec(m, {**c, "hand_pairs": True}, names).hand_pairs

@@ -87,6 +87,7 @@ from common.training import (  # noqa: E402
     interrupted_message,
     load_checkpoint,
     load_weights,
+    recorded_precision,
     resumed_config,
     save_checkpoint,
     write_log,
@@ -190,7 +191,7 @@ def train_one_epoch(run: Run, train_set: KeypointDataset, cfg: Config, epoch: in
     count = 0
     for step, (images, targets, _) in enumerate(train_set.batches(batch_size, epoch_generator(cfg.seed, epoch), info),
                                                 1):
-        with autocast(images.device, cfg.amp):
+        with autocast(images.device, cfg.amp, cfg.CPU_BF16_DEFAULT):
             outputs = model(images)
         losses = run.criterion(outputs, targets)
         loss = losses["loss"]
@@ -252,7 +253,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
     ckpt = None
     if resume:
         ckpt = load_checkpoint(require_resume_checkpoint(results), PROBLEM)
-        cfg = resumed_config(Config, ckpt.get("config", {}), cfg)
+        cfg = resumed_config(Config, ckpt.get("config", {}), cfg, recorded_precision(results))
     info, device = init_distributed(pick_device(cfg.device))
     quiet_unless_main(info)
     local_batch_size(cfg.batch_size, info)
@@ -296,8 +297,9 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
         return log
     if info.is_main:
         extra = {"world_size": info.world_size} if info.enabled else {}
+        precision = resolve_precision(device, cfg.amp, cfg.CPU_BF16_DEFAULT)
         atomic_write_json(results / "config.json", {**dataclasses.asdict(cfg), "resolved_device": str(device),
-                                                    "precision": resolve_precision(device, cfg.amp),
+                                                    "precision": precision,
                                                     "command": command, **extra})
     print(f"training {' and '.join(methods)} on {device}: {len(train_set)} train / {len(val_set)} val images, "
           f"epochs {start + 1}..{cfg.epochs}, results in {results}"

@@ -41,7 +41,9 @@ def native_bf16(monkeypatch):
 def test_capability_check_drives_the_choice(native, monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision(CPU, True) == ("bf16" if native else "fp32")
-    assert resolve_precision(CPU, None) == "fp32"  # opt-in on CPU
+    assert resolve_precision(CPU, None) == "fp32"  # opt-in on CPU ...
+    assert resolve_precision(CPU, None, cpu_bf16=True) == ("bf16" if native else "fp32")  # ... unless validated
+    assert resolve_precision(CPU, False, cpu_bf16=True) == "fp32"
     assert resolve_precision(CPU, False) == "fp32"
     assert resolve_precision(CUDA, None) == "bf16" and resolve_precision(CUDA, True) == "bf16"
     assert resolve_precision(CUDA, False) == "fp32"
@@ -104,6 +106,30 @@ def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_pat
     assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
     assert _log(c) == _log(a)
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
+
+
+def test_each_problem_has_its_own_cpu_default(native_bf16, tiny_data, tmp_path):
+    """Without a flag, problem 1 trains in bf16 on a CPU with native bf16 (validated) and problem 2 in fp32 (not)."""
+    assert run_main(train1.main, [*P1, "--data-dir", str(tiny_data), "--epochs", "1", "--results-dir",
+                                  str(tmp_path / "p1")]) == 0
+    assert run_main(train2.main, [*P2, "--data-dir", str(tiny_data), "--epochs", "1", "--results-dir",
+                                  str(tmp_path / "p2")]) == 0
+    assert json.loads((tmp_path / "p1" / "config.json").read_text())["precision"] == "bf16"
+    assert json.loads((tmp_path / "p2" / "config.json").read_text())["precision"] == "fp32"
+
+
+def test_resume_keeps_the_precision_the_run_began_in(native_bf16, tiny_data, tmp_path, monkeypatch):
+    """A run begun in fp32 under an older default goes on in fp32 after the default became bf16."""
+    common = [*P1, "--data-dir", str(tiny_data)]
+    ref, old = tmp_path / "ref", tmp_path / "old"
+    assert run_main(train1.main, [*common, "--no-amp", "--epochs", "2", "--results-dir", str(ref)]) == 0
+    with monkeypatch.context() as m:
+        m.setattr(train1.Config, "CPU_BF16_DEFAULT", False)
+        assert run_main(train1.main, [*common, "--epochs", "1", "--results-dir", str(old)]) == 0
+    assert json.loads((old / "config.json").read_text())["precision"] == "fp32"
+    assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(old), "--resume"]) == 0
+    assert json.loads((old / "config.json").read_text())["precision"] == "fp32"
+    assert _log(old) == _log(ref)
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="a real process uses the real capability check")

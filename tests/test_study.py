@@ -327,6 +327,10 @@ def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(qu
     r = _study(*QUICK, "--results-dir", str(res), "--report-only")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (res / "REPORT.md").read_bytes() == report
+    # without the seed flags, --report-only reuses those of the study that ran (its study.json)
+    r = _study(*TINY, "--quick-epochs", "1", "1", "--results-dir", str(res), "--report-only")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (res / "REPORT.md").read_bytes() == report
 
 
 def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path):
