@@ -108,6 +108,51 @@ def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_pat
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
 
 
+# Tolerances of bf16 evaluation against fp32 on a tiny trained model: the total loss to 1%, mAP and PCK to 0.05 (two
+# of the 40 keypoints). A flat heatmap moves its peak with bf16 rounding, so single predictions may move far.
+LOSS_RTOL, METRIC_ATOL = 0.01, 0.05
+
+
+def test_bf16_evaluation_is_close_to_fp32_on_a_tiny_trained_model(native_bf16, tiny_data):
+    from helpers import overfit
+
+    from problem1.config import Config as Config1
+    from problem1.dataset import load_split as load1
+    from problem1.evaluate import evaluate as evaluate1
+    from problem1.loss import DetectionLoss
+    from problem1.model import MultiScaleDetector
+    from problem1.utils import default_anchors
+    from problem2.codec import build_codec
+    from problem2.config import Config as Config2
+    from problem2.dataset import load_split as load2
+    from problem2.evaluate import evaluate as evaluate2
+    from problem2.loss import build_criterion
+    from problem2.model import build_model
+
+    torch.manual_seed(0)
+    data = load1(tiny_data, "train", limit=4)
+    images, boxes, labels = data.get_batch(torch.arange(4))
+    model, crit = MultiScaleDetector(), DetectionLoss()
+    anchors = default_anchors()
+    overfit(model, lambda out, t: {"loss": crit(out, t, anchors)["loss_total"]}, images, (boxes, labels), steps=30)
+    fp32, bf16 = (evaluate1(model, data, Config1(eval_batch_size=4, amp=amp), CPU, crit) for amp in (False, True))
+    assert fp32["loss"] != bf16["loss"]  # bf16 was really used
+    assert bf16["loss"]["loss_total"] == pytest.approx(fp32["loss"]["loss_total"], rel=LOSS_RTOL)
+    assert abs(bf16["mAP"] - fp32["mAP"]) <= METRIC_ATOL
+
+    cfg = Config2()
+    ds = load2(tiny_data, "train", limit=8)
+    ds = ds.with_codec(build_codec("heatmap", cfg, ds.keypoint_names))
+    images, targets, _ = ds.get_batch(torch.arange(8))
+    net, crit2 = build_model("heatmap", 5, cfg), build_criterion("heatmap", cfg)
+    overfit(net, crit2, images, targets, steps=40, lr=3e-3)
+    fp32, bf16 = (evaluate2(net, ds, 64, amp) for amp in (False, True))
+    assert not torch.equal(fp32["predictions"], bf16["predictions"])
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=LOSS_RTOL)
+    for t, v in fp32["metrics"]["pck"].items():
+        assert abs(bf16["metrics"]["pck"][t] - v) <= METRIC_ATOL, t
+
+
 def test_each_problem_has_its_own_cpu_default(native_bf16, tiny_data, tmp_path):
     """Without a flag, problem 1 trains in bf16 on a CPU with native bf16 (validated) and problem 2 in fp32 (not)."""
     assert run_main(train1.main, [*P1, "--data-dir", str(tiny_data), "--epochs", "1", "--results-dir",
