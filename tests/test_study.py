@@ -273,6 +273,14 @@ def test_committed_report_matches_its_study_json():
         assert (DOCS / rel).stat().st_size <= 1_000_000, rel
 
 
+@pytest.mark.skipif(not (DOCS / "study.json").is_file(), reason="no committed reference report in docs/report/ yet")
+def test_readme_keeps_no_result_number_that_the_committed_study_lacks():
+    """Every 3-decimal number in README.md (the metrics' precision) is a number of docs/report/study.json."""
+    printed = {f"{v:.3f}" for v in _numbers(json.loads((DOCS / "study.json").read_text()))}
+    found = re.findall(r"(?<![\d.])\d+\.\d{3}(?![\d.])", (ROOT / "README.md").read_text())
+    assert found and [n for n in found if n not in printed] == []
+
+
 # --- the whole pipeline --------------------------------------------------------------------------------------------
 
 # Two seeds where the comparisons need a spread, one elsewhere (the report must say so), one epoch per run.
