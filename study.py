@@ -11,6 +11,7 @@ Usage::
     python study.py --report-only                    # rebuild study.json and REPORT.md from the results
     python study.py --export docs/report             # REPORT.md, study.json and the PNGs it links (<= 1 MB each)
     python study.py --list                           # the experiments, their runs and each run's state
+    python study.py --continue-from docs/report      # a new machine: carry the committed report's runs over, go on
 
 Experiments (``--list`` names them all): problem 1's specification, ``--head-dilation 3`` and the cosine/10x-lr
 run; problem 2's specified heatmap and regression, both on canonical hand labels, every ablation of
@@ -19,7 +20,9 @@ SimCC). Each run lives in ``RESULTS/study/<experiment>/seed<S>/``; seeds are 641
 
 Resumable at every level: a finished run (same config, evaluated) is skipped; an interrupted one continues from its
 ``last.pth`` (Ctrl-C or ``kill -9`` lose at most the epoch in progress); a folder holding a different run is an
-error, never overwritten. Run the same command again to continue.
+error, never overwritten. Run the same command again to continue. On a new machine whose results folder is empty,
+``--continue-from docs/report`` carries the finished runs of the committed report over first (only those whose
+config and precision equal this study's), so the study goes on where the last export left it.
 """
 from __future__ import annotations
 
@@ -36,13 +39,14 @@ from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.runtime import STUDY_AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
 from experiments.aggregate import build_study, write_study  # noqa: E402
+from experiments.carry import carry_over  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
 from experiments.figures import write_figures  # noqa: E402
 from experiments.machine import machine_info  # noqa: E402
 from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
-from experiments.runner import run_state, run_study  # noqa: E402
+from experiments.runner import is_carried, run_state, run_study  # noqa: E402
 
 SEEDS, QUICK_SEEDS = 3, 2
 QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
@@ -77,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "performance section then says so)")
     p.add_argument("--export", default=None, metavar="DIR", help="copy REPORT.md, study.json and exactly the figures "
                    "REPORT.md links (downscaled to <= 1 MB each) into DIR, and do nothing else")
+    p.add_argument("--continue-from", default=None, metavar="DIR", help="carry the finished runs of a committed "
+                   "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
+                   "a new machine: a run counts as finished there with its recorded numbers and figures when its "
+                   "folder here is empty and its config and precision equal this study's; everything else is "
+                   "trained here")
     p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
     # For tests: an even smaller --quick.
     p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
@@ -138,6 +147,20 @@ def previous_plan(path: Path) -> dict | None:
     return plan_ if plan_["seeds"] >= 1 else None
 
 
+def without_continue_from(argv: list[str]) -> list[str]:
+    """``argv`` without ``--continue-from DIR``: where earlier runs came from does not change what the study
+    computes, so the recorded command is the one that runs the whole study from scratch."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--continue-from":
+            skip = True
+        elif not a.startswith("--continue-from="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
@@ -163,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                         args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
     registry = build_registry(settings.p1_epochs, settings.p2_epochs)
     seeds_for = parse_seeds_for(args.seeds_for, registry)
-    command = command_line("study.py", argv, drop=("--report-only",))
+    command = command_line("study.py", without_continue_from(sys.argv[1:] if argv is None else argv),
+                           drop=("--report-only",))
     previous = previous_plan(results / "study.json") if args.report_only and args.seeds is None and \
         not args.seeds_for else None
     if previous is not None:  # the report of the study that ran, not of a plan with the default seeds
@@ -172,8 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     _, all_runs, all_pairs = plan(settings, seeds, None, seeds_for, None)  # what the report covers
     if args.list:
         for r in all_runs:
-            print(f"{r.name:<48} {r.problem}  {run_state(r):<9} {'' if r in runs else '(not selected)'}")
+            notes = [*(["carried over"] if is_carried(r.dir) else []), *([] if r in runs else ["not selected"])]
+            print(f"{r.name:<48} {r.problem}  {run_state(r):<9} {'(' + ', '.join(notes) + ')' if notes else ''}")
         return
+    if args.continue_from is not None:
+        carried = carry_over(Path(args.continue_from), all_runs, all_pairs)
+        print(f"carried over from {args.continue_from}: {len(carried['runs'])} runs, {len(carried['pairs'])} pair "
+              "evaluations", flush=True)
+        for why in carried["refused"]:
+            print(f"not carried over, trained here instead: {why}", flush=True)
     tune_cpu_allocator()
     bench_path = Path(args.bench_json) if args.bench_json else results / "bench.json"
     if not args.report_only:

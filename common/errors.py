@@ -1,6 +1,7 @@
 """One-line errors for bad input: every script exits with status 2 and no traceback."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """Run a script's ``main``; turn :class:`UserError` into ``error: ...`` on stderr and exit status 2.
 
     Ctrl-C exits with status 130 and a short message instead of a traceback; the training loops
-    catch it themselves first to say how to resume.
+    catch it themselves first to say how to resume. A closed output pipe exits with 141 (128 + SIGPIPE), silently.
     """
     try:
         main()
@@ -23,3 +24,8 @@ def run_cli(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`study.py --list | head`): stop quietly, as Unix tools do, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -8,6 +8,7 @@ only the receptive fields are computed, from the model definition. So ``--report
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -26,7 +27,10 @@ from experiments.runner import (
     PAIR_FILE,
     evaluate_command,
     evaluation_seconds,
+    is_carried,
     pair_finished,
+    read_carried,
+    read_timing,
     run_log,
     run_state,
     train_command,
@@ -146,9 +150,13 @@ def run_time(run: Run, log: list[dict]) -> dict:
 
 
 def collect_run(run: Run, results_dir: Path) -> dict | None:
-    """One finished run's entry of ``study.json``; ``None`` while it is not finished."""
+    """One finished run's entry of ``study.json``; ``None`` while it is not finished. A carried run's entry is the
+    one its source study recorded, plus where it came from."""
     if run_state(run) != FINISHED:
         return None
+    if is_carried(run.dir):
+        record = read_carried(run.dir)
+        return {**record["entry"], "dir": os.path.relpath(run.dir, results_dir), "carried_from": record["source"]}
     metrics = load_json(run.dir / "metrics.json")
     config = load_json(run.dir / "config.json")
     log = run_log(run)
@@ -164,12 +172,16 @@ def collect_run(run: Run, results_dir: Path) -> dict | None:
             "precision": config.get("precision"), "device": config.get("resolved_device"),
             "train_command": train_command(run),
             "evaluate_command": evaluate_command(run.problem, run.config.data_dir, run.dir, run.config.device),
-            "metrics": nan_to_none(headline), "details": nan_to_none(details), "time": run_time(run, log)}
+            "metrics": nan_to_none(headline), "details": nan_to_none(details), "time": run_time(run, log),
+            "machine": (read_timing(run.dir) or {}).get("machine")}
 
 
 def collect_pair(pair: PairRun, results_dir: Path) -> dict | None:
     if not pair_finished(pair, results_dir):
         return None
+    if is_carried(pair.dir):
+        record = read_carried(pair.dir)
+        return {**record["entry"], "dir": os.path.relpath(pair.dir, results_dir), "carried_from": record["source"]}
     m = load_json(pair.dir / "metrics.json")
     return {"pair": pair.pair, "seed": pair.seed, "dir": os.path.relpath(pair.dir, results_dir),
             "members": load_json(pair.dir / PAIR_FILE)["members"],
@@ -182,6 +194,10 @@ def ceiling_summary(runs: Sequence[Run]) -> dict | None:
     """The hand-ambiguity ceiling of the validation labels (the same in every problem-2 run on them): from the first
     finished run with the original labels."""
     for run in runs:
+        if run.problem == "problem2" and not run.config.canonical_hands and is_carried(run.dir):
+            c = read_carried(run.dir).get("ceiling")
+            if c:
+                return c
         if run.problem == "problem2" and not run.config.canonical_hands and (run.dir / "metrics.json").is_file():
             c = load_json(run.dir / "metrics.json").get("ceiling")
             if c:
@@ -220,6 +236,21 @@ def family_comparisons(family: Family, experiments: dict[str, dict]) -> list[dic
     return out
 
 
+def machines_summary(entries: Iterable[dict]) -> list[dict]:
+    """The machines the finished runs were trained on (a continued study may span several, whose speeds differ
+    several-fold), each with its number of runs and their summed wall times; ``machine`` is ``None`` for runs that
+    did not record it."""
+    groups: dict[str, dict] = {}
+    for c in entries:
+        m = c.get("machine")
+        g = groups.setdefault(json.dumps(m, sort_keys=True), {"machine": m, "runs": 0, "train_s": 0.0,
+                                                               "evaluate_s": 0.0})
+        g["runs"] += 1
+        g["train_s"] = round(g["train_s"] + c["time"]["train_s"], 3)
+        g["evaluate_s"] = round(g["evaluate_s"] + (c["time"]["evaluate_s"] or 0.0), 3)
+    return list(groups.values())
+
+
 def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[PairRun], results_dir: Path,
                 data: dict | None = None, bench: dict | None = None) -> dict:
     """The whole ``study.json`` from the run folders (only finished runs count)."""
@@ -247,7 +278,9 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
         "bench": bench,
         "time": {"train_s": round(sum(c["time"]["train_s"] for c in collected.values()), 3),
                  "evaluate_s": round(sum(c["time"]["evaluate_s"] or 0.0 for c in collected.values()), 3),
-                 "runs_finished": len(collected), "runs_planned": len(runs)},
+                 "runs_finished": len(collected), "runs_planned": len(runs),
+                 "runs_carried": sum(1 for c in collected.values() if c.get("carried_from"))},
+        "machines": machines_summary(collected.values()),
     })
 
 

@@ -12,15 +12,25 @@ LIBRARIES = ("torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm")
 
 
 def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` knows."""
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux) with its family and model numbers, which tell apart CPUs
+    that a virtual machine names alike (e.g. "AMD EPYC"); else what :mod:`platform` knows."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = f" (family {fields['cpu family']}, model {fields['model']})" if {"cpu family", "model"} <= set(fields) \
+        else ""
+    return fields["model name"] + numbers
 
 
 def _version(lib: str) -> str:

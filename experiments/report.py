@@ -32,7 +32,10 @@ def _intro(study: dict) -> list[str]:
               "specification's, so the first seed's run equals a plain `train.py` run); a † marks an experiment "
               "with fewer finished seeds. Cells read \"mean ± sample standard deviation (number of seeds)\".",
               f"- Differences: {meta['difference_rule']}.",
-              f"- Runs: {t['runs_finished']} of {t['runs_planned']} planned runs finished.", "",
+              f"- Runs: {t['runs_finished']} of {t['runs_planned']} planned runs finished."
+              + (f" {t['runs_carried']} of them were carried over from the committed report of an earlier part of "
+                 "this study (`--continue-from`), with the numbers and figures recorded there; the machines are "
+                 "listed under [How to reproduce](#how-to-reproduce)." if t.get("runs_carried") else ""), "",
               "Contents: [Data](#data) · [Problem 1](#problem-1-multi-scale-detection) · "
               "[Problem 2](#problem-2-heatmap-against-direct-regression) · [Performance](#performance) · "
               "[How to reproduce](#how-to-reproduce)", ""]
@@ -90,6 +93,25 @@ def _performance(study: dict) -> list[str]:
     return lines
 
 
+def _machine_name(m: dict | None) -> str:
+    if not m:
+        return "not recorded"
+    bf16 = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
+    return f"{m['cpu']} ({m['cpu_count']} logical CPUs{bf16}), {m.get('gpu') or m['device']}"
+
+
+def _machines(study: dict) -> list[str]:
+    """Where the runs were trained: one row per machine, so that wall times are read against the right one."""
+    machines = study.get("machines") or []
+    if not machines:
+        return []
+    rows = [[_machine_name(g["machine"]), g["runs"], format_duration(g["train_s"]), format_duration(g["evaluate_s"])]
+            for g in machines]
+    return ["The runs were trained on (from each run's `study_timing.json`; a study continued with "
+            f"`--continue-from` can span machines). Command: `{study['meta']['command']}`.", "",
+            *markdown_table(["machine", "runs", "training wall time", "evaluation wall time"], rows), ""]
+
+
 def _reproduce(study: dict) -> list[str]:
     meta, machine = study["meta"], study["meta"]["machine"]
     rows = []
@@ -112,7 +134,7 @@ def _reproduce(study: dict) -> list[str]:
                              "training wall time (all seeds)", "training CPU time", "evaluation wall time"], rows), "",
             f"Total: {format_duration(total['train_s'])} of training and {format_duration(total['evaluate_s'])} of "
             "evaluation (wall time, summed over runs, from the runs' `training_log.json` and `study_timing.json`).",
-            "", "Machine and libraries:", "",
+            "", *_machines(study), "Machine and libraries of the command that wrote this report:", "",
             f"- platform: {machine['platform']}",
             f"- CPU: {machine['cpu']} ({machine['cpu_count']} logical CPUs)",
             *([f"- GPU: {machine['gpu']}"] if machine.get("gpu") else []),

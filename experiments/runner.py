@@ -8,6 +8,9 @@ A run folder is the run whose ``config.json`` it holds (:func:`~experiments.regi
   ``kill -9``, costs at most the epoch in progress;
 * ``train``: nothing trained yet.
 
+A folder holding only ``carried.json`` is a run carried over from a committed study (``--continue-from``,
+:mod:`experiments.carry`): finished, with the numbers and figures it had there.
+
 A folder whose ``config.json`` describes another run is never overwritten: that is a one-line error, raised for
 every run of the plan before any work starts.
 
@@ -29,7 +32,7 @@ from typing import Any
 from common.data import ensure_data, load_json
 from common.errors import UserError
 from common.io import atomic_write_json
-from common.runtime import pick_device, resolve_precision
+from common.runtime import cpu_has_native_bf16, pick_device, resolve_precision
 from common.training import write_log
 from experiments.progress import StudyProgress, epoch_seconds, read_log, run_kind
 from experiments.registry import NOT_IDENTITY, PairRun, Run, identity
@@ -37,6 +40,7 @@ from experiments.registry import NOT_IDENTITY, PairRun, Run, identity
 TRAIN, RESUME, EVALUATE, FINISHED = "train", "resume", "evaluate", "finished"
 TIMING_FILE = "study_timing.json"  # the run's evaluation wall time, which no trainer or evaluator logs
 PAIR_FILE = "pair.json"  # which models a pair folder evaluated (their checkpoints' digests)
+CARRIED_FILE = "carried.json"  # a run or pair carried over from a committed study (experiments.carry)
 SCRIPTS = {"problem1": ("problem1/train.py", "problem1/evaluate.py"),
            "problem2": ("problem2/train.py", "problem2/evaluate.py")}
 
@@ -85,10 +89,32 @@ def run_log(run: Run) -> list[dict]:
             if isinstance(r, dict) and (run.method is None or r.get("model") == run.method)]
 
 
-def _differences(old: dict, new: dict) -> str:
+def differences(old: dict, new: dict) -> str:
     keys = [k for k in new if old.get(k) != new[k]]
     return ", ".join(f"{k} {old.get(k)!r} there, {new[k]!r} in this study" for k in keys[:3]) + (
         f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def is_carried(d: Path) -> bool:
+    """Whether ``d`` is a run or pair carried over from a committed study (and not trained or evaluated here)."""
+    return (d / CARRIED_FILE).is_file() and not (d / "config.json").is_file() and not (d / "metrics.json").is_file()
+
+
+def read_carried(d: Path) -> dict:
+    """The ``carried.json`` record of a carried run or pair folder: ``{'source', 'entry'[, 'ceiling']}``, where
+    ``entry`` is the run's (or pair's) entry of the source's ``study.json``."""
+    try:
+        record = load_json(d / CARRIED_FILE)
+        if not isinstance(record.get("entry"), dict) or "dir" not in record["entry"]:
+            raise KeyError("entry")
+    except (KeyError, AttributeError) as e:
+        raise UserError(f"{d / CARRIED_FILE}: not a carried run's record (no {e})") from None
+    return record
+
+
+def run_precision(run: Run) -> str:
+    """The precision this study trains ``run`` in on this machine."""
+    return resolve_precision(pick_device(run.config.device), run.config.amp, run.config.CPU_BF16_DEFAULT)
 
 
 def run_state(run: Run) -> str:
@@ -98,6 +124,17 @@ def run_state(run: Run) -> str:
     config_path = d / "config.json"
     if d.exists() and not d.is_dir():
         raise UserError(f"{d}: is a file, not a run folder")
+    if is_carried(d):
+        entry = read_carried(d)["entry"]
+        wanted = identity(run.problem, dataclasses.asdict(run.config))
+        if entry.get("config") != wanted:
+            why = differences(entry.get("config") or {}, wanted)
+            raise UserError(f"{d}: holds a carried-over run that differs ({why}); move it away or pass another "
+                            "--results-dir")
+        if entry.get("precision") != run_precision(run):
+            raise UserError(f"{d}: holds a carried-over run trained in {entry.get('precision')}, this study would run "
+                            f"it in {run_precision(run)}; move it away or pass another --results-dir")
+        return FINISHED
     if not config_path.is_file():
         found = [n for n in ("last.pth", "training_log.json", "metrics.json") if (d / n).exists()]
         if found:
@@ -108,11 +145,11 @@ def run_state(run: Run) -> str:
     saved = identity(run.problem, stored)
     wanted = identity(run.problem, dataclasses.asdict(run.config))
     if saved != wanted:
-        raise UserError(f"{d}: holds a different run ({_differences(saved, wanted)}); move it away or pass another "
+        raise UserError(f"{d}: holds a different run ({differences(saved, wanted)}); move it away or pass another "
                         "--results-dir")
     # The same --amp setting means fp32 on a CPU and bf16 on CUDA: a run begun in one precision must not be
     # continued, or counted as finished, in the other.
-    precision = resolve_precision(pick_device(run.config.device), run.config.amp, run.config.CPU_BF16_DEFAULT)
+    precision = run_precision(run)
     if stored.get("precision", precision) != precision:
         raise UserError(f"{d}: was trained in {stored['precision']}, this study would run it in {precision}; pass "
                         f"{'--amp' if stored['precision'] == 'bf16' else '--no-amp'} or another --results-dir")
@@ -125,6 +162,21 @@ def run_state(run: Run) -> str:
 def evaluation_seconds(run_dir: Path) -> float | None:
     t = read_timing(run_dir)
     return t.get("evaluate_s") if t else None
+
+
+def run_machine(device: str) -> dict:
+    """Where a run was trained and evaluated, for the report: studies that continue on other machines
+    (``--continue-from``) mix machines whose speeds differ several-fold."""
+    from experiments.machine import cpu_model
+
+    dev = pick_device(device)
+    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "device": dev.type,
+            "native_bf16": cpu_has_native_bf16()}
+    if dev.type == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
 
 
 def read_timing(run_dir: Path) -> dict | None:
@@ -185,7 +237,7 @@ def evaluate_run(run: Run) -> float:
 
         run_evaluation(EvalConfig(data_dir=cfg.data_dir, results_dir=str(run.dir), device=cfg.device), command)
     seconds = time.perf_counter() - t0
-    atomic_write_json(run.dir / TIMING_FILE, {"evaluate_s": round(seconds, 3)})
+    atomic_write_json(run.dir / TIMING_FILE, {"evaluate_s": round(seconds, 3), "machine": run_machine(cfg.device)})
     return seconds
 
 
@@ -206,6 +258,8 @@ def pair_fingerprint(pair: PairRun, results_dir: Path) -> dict:
 
 
 def pair_finished(pair: PairRun, results_dir: Path) -> bool:
+    if is_carried(pair.dir):  # valid while its members are the carried runs it was evaluated on
+        return all(is_carried(m.dir) for m in pair.members.values())
     try:
         done = load_json(pair.dir / PAIR_FILE)
     except UserError:
@@ -285,7 +339,11 @@ def run_study(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: 
             current = None
             for pair in [p for p in pending if all(evaluated.get(m.name, True) for m in p.members.values())]:
                 pending.remove(pair)
-                if not pair_finished(pair, results_dir):
+                carried = [m.name for m in pair.members.values() if is_carried(m.dir)]
+                if not pair_finished(pair, results_dir) and carried:
+                    progress.note(f"not evaluating {pair.name}: {', '.join(carried)} carried over without a model "
+                                  "(move its folder away to train it here)")
+                elif not pair_finished(pair, results_dir):
                     progress.note(f"evaluating {pair.name} ({', '.join(m.name for m in pair.members.values())})")
                     evaluate_pair(pair, results_dir, device)
     except SystemExit as e:

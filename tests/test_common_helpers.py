@@ -94,3 +94,19 @@ def test_image_grid_and_save_figure_close(tmp_path):
     assert tuple(fig.get_size_inches()) == (6.0, 4.5)
     path = save_figure(fig, tmp_path / "figs" / "grid.png")
     assert path.stat().st_size > 0 and set(plt.get_fignums()) == before  # written and closed
+
+
+
+def test_a_closed_output_pipe_ends_a_script_quietly():
+    """`study.py --list | head -1`: the reader leaves early; the script stops with 141 and no traceback. The script
+    here writes 10 MB, far more than a pipe buffers, so its writes fail after head exits."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from common.errors import run_cli\nrun_cli(lambda: [print('x' * 99) for _ in range(100_000)])"
+    cmd = f"set -o pipefail; {shlex.quote(sys.executable)} -c {shlex.quote(code)} | head -1"
+    r = subprocess.run(["bash", "-c", cmd], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout == "x" * 99 + "\n"
+    assert (r.returncode, r.stderr) == (141, "")
