@@ -18,6 +18,31 @@ from problem1.config import CLASS_NAMES
 REPORT_NAME = "REPORT.md"
 
 
+SLOW_MACHINE_HOURS = 6  # beyond this, 3 seeds of every problem-1 experiment is too long: the cosine run gets 1
+
+
+def _fewer_seeds(study: dict) -> list[str]:
+    """Which experiments were planned with fewer seeds, and, for problem 1, whether the slow-machine rule asked for
+    it, computed from this study's own problem-1 training times."""
+    meta = study["meta"]
+    reduced = {k: n for k, n in meta["seeds_for"].items() if n < meta["seeds"]}
+    if not reduced:
+        return []
+    line = "- Fewer seeds: `" + " ".join(f"--seeds-for {k}={n}" for k, n in reduced.items()) + "`."
+    p1 = [k for k, e in study["experiments"].items() if e["problem"] == "problem1"]
+    times = [r["time"]["train_s"] for r in study["runs"] if r["problem"] == "problem1"]
+    if meta["quick"] or not times or not any(k in p1 for k in reduced):
+        return [line]
+    mean = sum(times) / len(times)
+    total = mean * meta["seeds"] * len(p1)
+    verdict = (f"more than the {SLOW_MACHINE_HOURS} hours beyond which the study runs one seed of the cosine run "
+               "(its slow-machine rule)" if total > SLOW_MACHINE_HOURS * 3600 else
+               f"within {SLOW_MACHINE_HOURS} hours, so the slow-machine rule did not ask for fewer seeds")
+    return [f"{line} {meta['seeds']} seeds of each of the {len(p1)} problem-1 experiments would be "
+            f"{meta['seeds'] * len(p1)} runs of about {format_duration(mean)} of training each (the mean of this "
+            f"study's {len(times)} finished problem-1 run(s)), {format_duration(total)} in all: {verdict}."]
+
+
 def _intro(study: dict) -> list[str]:
     meta = study["meta"]
     t = study["time"]
@@ -31,6 +56,7 @@ def _intro(study: dict) -> list[str]:
     lines += [f"- Seeds: each experiment is trained with seeds {seeds} (`--seeds {meta['seeds']}`; 641 is the "
               "specification's, so the first seed's run equals a plain `train.py` run); a † marks an experiment "
               "with fewer finished seeds. Cells read \"mean ± sample standard deviation (number of seeds)\".",
+              *_fewer_seeds(study),
               f"- Differences: {meta['difference_rule']}.",
               f"- Runs: {t['runs_finished']} of {t['runs_planned']} planned runs finished."
               + (f" {t['runs_carried']} of them were carried over from the committed report of an earlier part of "

@@ -44,8 +44,9 @@ def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
     for k in keys:
         e = study["experiments"][k]
         if e["n"] < n:
-            why = ("fewer seeds planned (`--seeds-for`)" if len(e["planned_seeds"]) < n else
-                   f"{len(e['planned_seeds']) - e['n']} planned run(s) not finished yet")
+            planned = len(e["planned_seeds"])
+            why = ", ".join([*(["fewer seeds planned (`--seeds-for`)"] if planned < n else []),
+                             *([f"{planned - e['n']} planned run(s) not finished yet"] if e["n"] < planned else [])])
             notes.append(f"`{k}` has {e['n']} of {n} seeds: {why}")
     return ["", "† " + "; ".join(notes) + "."] if notes else []
 
