@@ -21,8 +21,8 @@ SimCC). Each run lives in ``RESULTS/study/<experiment>/seed<S>/``; seeds are 641
 Resumable at every level: a finished run (same config, evaluated) is skipped; an interrupted one continues from its
 ``last.pth`` (Ctrl-C or ``kill -9`` lose at most the epoch in progress); a folder holding a different run is an
 error, never overwritten. Run the same command again to continue. On a new machine whose results folder is empty,
-``--continue-from docs/report`` carries the finished runs of the committed report over first (only those whose
-config and precision equal this study's), so the study goes on where the last export left it.
+``--continue-from docs/report`` carries the finished runs of the committed report over first (those whose config
+equals this study's), so the study goes on where the last export left it.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from experiments.figures import write_figures  # noqa: E402
 from experiments.machine import machine_info  # noqa: E402
 from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
-from experiments.runner import is_carried, run_state, run_study  # noqa: E402
+from experiments.runner import is_carried, precision_conflicts, run_state, run_study  # noqa: E402
 
 SEEDS, QUICK_SEEDS = 3, 2
 QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
@@ -83,9 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "REPORT.md links (downscaled to <= 1 MB each) into DIR, and do nothing else")
     p.add_argument("--continue-from", default=None, metavar="DIR", help="carry the finished runs of a committed "
                    "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
-                   "a new machine: a run counts as finished there with its recorded numbers and figures when its "
-                   "folder here is empty and its config and precision equal this study's; everything else is "
-                   "trained here")
+                   "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
+                   "when its folder here is empty and its config equals this study's; everything else is trained here")
     p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
     # For tests: an even smaller --quick.
     p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
@@ -210,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         for r in runs:
             run_state(r)  # a folder holding another run is an error before anything is generated or trained
+        conflicts = precision_conflicts(runs, all_runs)
+        if conflicts:
+            raise UserError(f"{conflicts[0]}" + (f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else "")
+                            + "; pass --amp/--no-amp to match where this device allows it, or train other experiments "
+                            "(--only, --experiments)")
         if args.quick:
             ensure_quick_data(Path(data_dir), *args.quick_images)
         counts = run_study(runs, all_pairs, results, args.device)

@@ -10,9 +10,11 @@ A run is carried over only when all of these hold:
 
 1. its folder here is missing or empty, so nothing here is ever replaced;
 2. DIR's ``study.json`` has a finished run of the same experiment and seed;
-3. that run's config identity (:func:`~experiments.registry.identity`) equals this study's;
-4. its precision equals the one this study would train in on this machine (a study never mixes precisions within an
-   experiment without saying so: a refused run is trained here instead).
+3. that run's config identity (:func:`~experiments.registry.identity`) equals this study's.
+
+A carried run keeps the precision it was trained in, even where this machine would train in another (a CPU without
+native bf16, say): it is never lost. What may not happen is an experiment whose seeds mix precisions, so training a
+further seed in another precision is refused before any work (:func:`~experiments.runner.precision_conflicts`).
 
 A pair evaluation is carried over when every one of its members is a carried run (its figures need the members'
 models, which a carried run does not have).
@@ -27,7 +29,7 @@ from pathlib import Path
 from common.errors import UserError
 from common.io import atomic_write_json
 from experiments.registry import PairRun, Run, identity
-from experiments.runner import CARRIED_FILE, differences, is_carried, run_precision
+from experiments.runner import CARRIED_FILE, differences, is_carried
 
 STUDY_JSON = "study.json"
 
@@ -79,11 +81,6 @@ def carry_over(source: Path, runs: list[Run], pairs: list[PairRun]) -> dict:
         wanted = identity(run.problem, dataclasses.asdict(run.config))
         if entry.get("config") != wanted:
             refused.append(f"{run.name}: its config differs ({differences(entry.get('config') or {}, wanted)})")
-            continue
-        precision = run_precision(run)
-        if entry.get("precision") != precision:
-            refused.append(f"{run.name}: it was trained in {entry.get('precision')}, this study trains it in "
-                           f"{precision} here")
             continue
         _copy_pngs(source / entry["dir"], run.dir)
         record = {"source": str(source), "entry": entry}

@@ -131,10 +131,7 @@ def run_state(run: Run) -> str:
             why = differences(entry.get("config") or {}, wanted)
             raise UserError(f"{d}: holds a carried-over run that differs ({why}); move it away or pass another "
                             "--results-dir")
-        if entry.get("precision") != run_precision(run):
-            raise UserError(f"{d}: holds a carried-over run trained in {entry.get('precision')}, this study would run "
-                            f"it in {run_precision(run)}; move it away or pass another --results-dir")
-        return FINISHED
+        return FINISHED  # in the precision it was trained in (precision_conflicts)
     if not config_path.is_file():
         found = [n for n in ("last.pth", "training_log.json", "metrics.json") if (d / n).exists()]
         if found:
@@ -157,6 +154,34 @@ def run_state(run: Run) -> str:
     if complete:
         return FINISHED if (d / "metrics.json").is_file() else EVALUATE
     return RESUME if (d / "last.pth").is_file() else TRAIN
+
+
+def finished_precision(run: Run) -> str | None:
+    """The precision a finished run (trained here or carried over) was trained in; ``None`` if not finished."""
+    try:
+        if run_state(run) != FINISHED:
+            return None
+    except UserError:
+        return None
+    if is_carried(run.dir):
+        return read_carried(run.dir)["entry"].get("precision")
+    return load_json(run.dir / "config.json").get("precision")
+
+
+def precision_conflicts(to_train: list[Run], everything: list[Run]) -> list[str]:
+    """Runs of ``to_train`` that would be trained in another precision than the finished runs of their experiment in
+    ``everything`` (e.g. carried bf16 runs on a CPU without native bf16): an experiment's seeds must share one
+    precision, or its spread would mix precision with seed. Each entry is ``'name: why'``."""
+    done: dict[str, set[str]] = {}
+    for r in everything:
+        if (p := finished_precision(r)) is not None:
+            done.setdefault(r.experiment, set()).add(p)
+    out = []
+    for r in to_train:
+        if run_state(r) in (TRAIN, RESUME) and (other := done.get(r.experiment, set()) - {run_precision(r)}):
+            out.append(f"{r.name}: its experiment's finished seeds were trained in {', '.join(sorted(other))}, this "
+                       f"machine would train it in {run_precision(r)}")
+    return out
 
 
 def evaluation_seconds(run_dir: Path) -> float | None:

@@ -400,14 +400,16 @@ def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_stud
     assert (new / "REPORT.md").read_bytes() == before
 
 
-def test_continue_from_carries_only_runs_with_the_same_config_and_precision(tmp_path):
+def test_continue_from_carries_runs_with_the_same_config_and_never_mixes_precisions(tmp_path, capsys):
+    import study
     from experiments.aggregate import collect_run
     from experiments.carry import carry_over
-    from experiments.runner import run_precision
+    from experiments.runner import precision_conflicts, run_precision
 
     settings = Settings(tmp_path / "res", "data", "cpu", quick=True, p1_epochs=1, p2_epochs=1)
-    _, runs, pairs = plan(settings, seeds=1, keys=["p1-spec", "p1-dilation3", "p1-cosine", "p2-regression"])
-    by = {r.experiment: r for r in runs}
+    _, runs, pairs = plan(settings, seeds=2, keys=["p1-spec", "p1-dilation3", "p1-cosine", "p2-regression"])
+    by = {(r.experiment, r.seed): r for r in runs}
+    spec, dil, cos, reg = (by[k, 641] for k in ("p1-spec", "p1-dilation3", "p1-cosine", "p2-regression"))
     src = tmp_path / "docs"
 
     def entry(run, **change):
@@ -417,28 +419,36 @@ def test_continue_from_carries_only_runs_with_the_same_config_and_precision(tmp_
              "time": {"train_s": 1.0, "evaluate_s": 1.0}}
         return {**e, **change}
 
-    entries = [entry(by["p1-spec"]), entry(by["p1-dilation3"], config={**entry(by["p1-dilation3"])["config"],
-                                                                         "lr": 0.5}),
-               entry(by["p1-cosine"], precision="fp16"), entry(by["p2-regression"])]
+    other = "fp16"  # a precision this machine never trains in, as bf16 is on a CPU without native bf16
+    entries = [entry(spec), entry(dil, config={**entry(dil)["config"], "lr": 0.5}), entry(cos, precision=other),
+               entry(reg)]
     (src / "study" / "p1-spec" / "seed641" / "visualizations").mkdir(parents=True)
     (src / "study" / "p1-spec" / "seed641" / "visualizations" / "pr_curves.png").write_bytes(b"png")
     (src / "study.json").write_text(json.dumps({"runs": entries, "pairs": []}))
-    by["p2-regression"].dir.mkdir(parents=True)
-    (by["p2-regression"].dir / "notes.txt").write_text("mine")  # a folder here that is not empty is never touched
+    reg.dir.mkdir(parents=True)
+    (reg.dir / "notes.txt").write_text("mine")  # a folder here that is not empty is never touched
     done = carry_over(src, runs, pairs)
-    assert done["runs"] == ["p1-spec/seed641"] and done["pairs"] == []
-    assert len(done["refused"]) == 2 and "lr" in done["refused"][0] and "fp16" in done["refused"][1]
-    assert run_state(by["p1-spec"]) == FINISHED and run_state(by["p1-dilation3"]) == TRAIN
-    assert (by["p1-spec"].dir / "visualizations" / "pr_curves.png").read_bytes() == b"png"
-    assert sorted(p.name for p in by["p2-regression"].dir.iterdir()) == ["notes.txt"]
-    collected = collect_run(by["p1-spec"], settings.results_dir)
-    assert collected == {**entries[0], "carried_from": str(src)}
+    assert done["runs"] == ["p1-spec/seed641", "p1-cosine/seed641"] and done["pairs"] == []
+    assert len(done["refused"]) == 1 and "p1-dilation3/seed641" in done["refused"][0] and "lr" in done["refused"][0]
+    assert run_state(spec) == run_state(cos) == FINISHED and run_state(dil) == TRAIN
+    assert (spec.dir / "visualizations" / "pr_curves.png").read_bytes() == b"png"
+    assert sorted(p.name for p in reg.dir.iterdir()) == ["notes.txt"]
+    assert collect_run(spec, settings.results_dir) == {**entries[0], "carried_from": str(src)}
+    # The carried run keeps its precision; a further seed of its experiment in another one is refused, others are not.
+    conflicts = precision_conflicts(runs, runs)
+    assert len(conflicts) == 1 and conflicts[0].startswith("p1-cosine/seed1:") and other in conflicts[0]
+    argv = [*TINY, "--quick-epochs", "1", "1", "--seeds", "2", "--experiments", "p1-cosine", "--no-bench",
+            "--results-dir", str(settings.results_dir)]
+    assert run_main(study.main, argv) == 2  # before any work: no data generated, nothing trained
+    err = capsys.readouterr().err
+    assert err.startswith("error: p1-cosine/seed1:") and len(err.strip().splitlines()) == 1
+    assert not (settings.results_dir / "quick_data").exists() and not by["p1-cosine", 1].dir.exists()
     # A carried record that no longer matches the plan is refused like any other folder holding another run.
-    record = json.loads((by["p1-spec"].dir / "carried.json").read_text())
+    record = json.loads((spec.dir / "carried.json").read_text())
     record["entry"]["config"]["lr"] = 0.5
-    (by["p1-spec"].dir / "carried.json").write_text(json.dumps(record))
+    (spec.dir / "carried.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="carried-over run that differs.*lr"):
-        run_state(by["p1-spec"])
+        run_state(spec)
     with pytest.raises(UserError, match="holds no study.json"):
         carry_over(tmp_path / "nowhere", runs, pairs)
 
