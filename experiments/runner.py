@@ -190,8 +190,9 @@ def evaluation_seconds(run_dir: Path) -> float | None:
 
 
 def run_machine(device: str) -> dict:
-    """Where a run was trained and evaluated, for the report: studies that continue on other machines
-    (``--continue-from``) mix machines whose speeds differ several-fold."""
+    """The machine that evaluates a run, recorded at its evaluation, which follows its training in the same study
+    process (a run folder never moves between machines; only carried records do). For the report: studies that
+    continue on other machines (``--continue-from``) mix machines whose speeds differ several-fold."""
     from experiments.machine import cpu_model
 
     dev = pick_device(device)
