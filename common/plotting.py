@@ -28,6 +28,15 @@ def save_figure(fig, path: str | Path, dpi: int = 120, **kwargs) -> Path:
         pyplot().close(fig)
 
 
+def framed(ax: Any) -> None:
+    """An image panel with a thin frame and no ticks. Unlike ``axis("off")`` the frame shows where an image with a
+    white background (the detection data) ends and which panel a box or label belongs to."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color("0.6")
+
+
 def image_grid(n: int, max_cols: int, cell_inches: tuple[float, float]) -> tuple[Any, list[Any]]:
     """A figure with ``n`` image panels in rows of at most ``max_cols``.
 

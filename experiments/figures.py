@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.plotting import image_grid, pyplot, save_figure
+from common.plotting import framed, image_grid, pyplot, save_figure
 from problem1.config import CLASS_NAMES
 
 FIGURES_DIR = "figures"  # RESULTS/figures/
@@ -33,16 +33,18 @@ def plot_detection_samples(data_dir: Path, path: Path, n: int = SAMPLES) -> Path
     plt = pyplot()
     fig, axes = image_grid(len(images), 4, (3.0, 3.2))
     for ax, im in zip(axes, images, strict=True):
-        ax.imshow(np.asarray(Image.open(data_dir / "detection" / "train" / im["file_name"]).convert("RGB")))
+        pixels = np.asarray(Image.open(data_dir / "detection" / "train" / im["file_name"]).convert("RGB"))
+        ax.imshow(pixels)
         for a in boxes.get(im["id"], []):
             x1, y1, x2, y2 = a["bbox"]
             name = CLASS_NAMES[a["category_id"]]
             ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=CLASS_COLORS[name], lw=1.5,
                                        ls="--"))
             ax.text(x1, y1 - 2, f"{name} (vis. {a.get('visibility', 1.0):.2f})", fontsize=6,
-                    color=CLASS_COLORS[name])
+                    color=CLASS_COLORS[name], clip_on=True)
+        ax.set(xlim=(0, pixels.shape[1]), ylim=(pixels.shape[0], 0))  # boxes past the border do not widen the panel
         ax.set_title(im["file_name"], fontsize=8)
-        ax.axis("off")
+        framed(ax)
     fig.suptitle("Detection data: training images with their boxes (dashed) and visibility; 224x224 px")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return save_figure(fig, path)
@@ -90,11 +92,19 @@ def plot_experiment_metric(study: dict, problem: str, metric: str, path: Path) -
     for i, k in enumerate(keys):
         v = [x for x in values[k] if x is not None]
         ax.scatter(v, [i] * len(v), color="black", s=12, zorder=3, label="one seed" if i == 0 else None)
+    ceiling = (study.get("ceiling") or {}).get("pck", {}).get(metric.removeprefix("pck@")) \
+        if metric.startswith("pck@") else None
+    if ceiling is not None:  # the bound every method shares: no labelling of the hands can be learnt beyond it
+        ax.axvline(ceiling, color="black", ls="--", lw=1, label=f"hand-ambiguity ceiling ({ceiling:.3f})")
+    for i, (m, s) in enumerate(zip(means, stds, strict=True)):  # the value itself, so no one reads it off the axis
+        ax.text(m + s + 0.01, i, f"{m:.3f}", va="center", fontsize=8)
     ax.set_yticks(y, [f"{k} (n={study['experiments'][k]['metrics'][metric]['n']})" for k in keys], fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(0, 1.08)  # both plotted metrics are fractions; the margin holds the value labels
     which = "problem 1" if problem == "problem1" else "problem 2"
     ax.set(xlabel=f"validation {label}", title=f"{label} per experiment ({which}; best-validation-loss epoch)")
-    ax.legend(fontsize=7, loc="lower right")
+    # outside the axes: bars start at 0 and reach across most of the plot, so any inside corner hides one
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.plotting import image_grid, plot_training_curves, pyplot, save_figure
+from common.plotting import framed, image_grid, plot_training_curves, pyplot, save_figure
 from problem1.analysis import CONFUSION_SCORE, SIZE_LABELS
 from problem1.config import CLASS_NAMES, IMAGE_SIZE
 from problem1.dataset import ShapeDetectionDataset
@@ -30,7 +30,7 @@ def plot_detections(dataset: ShapeDetectionDataset, predictions: Sequence[dict],
     plt = pyplot()
     fig, axes = image_grid(min(n, len(dataset)), 5, (3.2, 3.4))
     for k, ax in enumerate(axes):
-        ax.axis("off")
+        framed(ax)
         ax.imshow(dataset.images[k].permute(1, 2, 0).cpu().numpy())
         for box in dataset.targets[k]["boxes"].tolist():
             # dark green, dashed: the squares themselves are bright green
@@ -41,7 +41,7 @@ def plot_detections(dataset: ShapeDetectionDataset, predictions: Sequence[dict],
             if s < VIS_SCORE:
                 continue
             ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color="red", lw=1.2))
-            ax.text(box[0], box[1] - 2, f"{CLASS_NAMES[lab]} {s:.2f}", color="red", fontsize=7,
+            ax.text(box[0], box[1] - 2, f"{CLASS_NAMES[lab]} {s:.2f}", color="red", fontsize=7, clip_on=True,
                     bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "lw": 0})
         ax.set(xlim=(0, IMAGE_SIZE), ylim=(IMAGE_SIZE, 0))
         ax.set_title(dataset.file_names[k], fontsize=8)
@@ -125,13 +125,14 @@ def plot_feature_maps(model: MultiScaleDetector, dataset: ShapeDetectionDataset,
     feats = [f.float().mean(dim=1).cpu() for f in model.features(images.to(device))]  # 3 x [n, H, W]
     fig, axes = plt.subplots(n, 4, figsize=(12, 3 * n), squeeze=False)
     for k in range(n):
+        framed(axes[k, 0])
         axes[k, 0].imshow(images[k].permute(1, 2, 0).cpu().numpy())
         axes[k, 0].set_title(dataset.file_names[k], fontsize=9)
         for s, f in enumerate(feats):
             im = axes[k, s + 1].imshow(f[k].numpy(), cmap="viridis")
             axes[k, s + 1].set_title(f"scale {s + 1}: mean activation {tuple(f.shape[1:])}", fontsize=9)
             fig.colorbar(im, ax=axes[k, s + 1], fraction=0.046)
-        for ax in axes[k]:
+        for ax in axes[k, 1:]:
             ax.axis("off")
     fig.suptitle("Mean feature activation (over channels) at each detection scale")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
