@@ -10,6 +10,7 @@ Usage::
     python study.py --seeds-for p1-cosine=1          # fewer (or more) seeds for one experiment; repeatable
     python study.py --report-only                    # rebuild study.json and REPORT.md from the results
     python study.py --export docs/report             # REPORT.md, study.json and the PNGs it links (<= 1 MB each)
+    python study.py --export docs/report --readme README.md   # ... and README's headline block from that study.json
     python study.py --list                           # the experiments, their runs and each run's state
     python study.py --continue-from docs/report      # a new machine: carry the committed report's runs over, go on
 
@@ -44,6 +45,7 @@ from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
 from experiments.figures import write_figures  # noqa: E402
 from experiments.machine import machine_info  # noqa: E402
+from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
 from experiments.runner import is_carried, precision_conflicts, run_state, run_study  # noqa: E402
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "performance section then says so)")
     p.add_argument("--export", default=None, metavar="DIR", help="copy REPORT.md, study.json and exactly the figures "
                    "REPORT.md links (downscaled to <= 1 MB each) into DIR, and do nothing else")
+    p.add_argument("--readme", default=None, metavar="PATH", help="with --export DIR: also render the study's "
+                   "headline block (results tables and key figures from DIR/study.json) into PATH between its "
+                   "'<!-- study:begin -->' and '<!-- study:end -->' lines, e.g. --readme README.md")
     p.add_argument("--continue-from", default=None, metavar="DIR", help="carry the finished runs of a committed "
                    "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
                    "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
@@ -169,8 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--quick-images and --quick-epochs must be >= 1")
     if args.quick and args.data_dir is not None:
         raise UserError("--quick generates its own data into RESULTS/quick_data; leave out --data-dir")
+    if args.readme is not None and args.export is None:
+        raise UserError("--readme needs --export DIR: the block is rendered from the exported study.json")
     results = require_output_dir(args.results_dir or ("results/quick" if args.quick else "results"))
     if args.export is not None:
+        if args.readme is not None:
+            check_readme(Path(args.readme))  # a README without the block's markers: refused before the export
         out = require_output_dir(args.export, "--export")
         done = export(results, out)
         print(f"exported {len(done['files'])} files ({done['bytes'] / 1e6:.2f} MB) to {out}"
@@ -178,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         if done["stale"]:
             print(f"note: {out} also holds files this export did not write: {', '.join(done['stale'][:5])}"
                   + (" ..." if len(done["stale"]) > 5 else ""), file=sys.stderr)
+        if args.readme is not None:
+            changed = update_readme(Path(args.readme), out)
+            print(f"{args.readme}: study block {'updated' if changed else 'already up to date'}")
         return
     device = pick_device(args.device)
     data_dir = str(results / "quick_data") if args.quick else (args.data_dir or "./datasets")

@@ -119,7 +119,7 @@ def _performance(study: dict) -> list[str]:
     return lines
 
 
-def _machine_name(m: dict | None) -> str:
+def machine_name(m: dict | None) -> str:
     if not m:
         return "not recorded"
     bf16 = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
@@ -131,7 +131,7 @@ def _machines(study: dict) -> list[str]:
     machines = study.get("machines") or []
     if not machines:
         return []
-    rows = [[_machine_name(g["machine"]), g["runs"], format_duration(g["train_s"]), format_duration(g["evaluate_s"])]
+    rows = [[machine_name(g["machine"]), g["runs"], format_duration(g["train_s"]), format_duration(g["evaluate_s"])]
             for g in machines]
     return ["The runs were trained on (from each run's `study_timing.json`; a study continued with "
             f"`--continue-from` can span machines). Command: `{study['meta']['command']}`.", "",

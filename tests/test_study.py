@@ -24,6 +24,7 @@ from common.training import strip_timing
 from experiments.aggregate import NOT_RUN, NOT_TESTED, WITHIN_NOISE, compare, mean_std
 from experiments.export import linked_figures, shrink_png
 from experiments.progress import estimate, format_eta
+from experiments.readme import BEGIN, END, current_block, readme_block
 from experiments.registry import (
     Settings,
     build_registry,
@@ -273,20 +274,19 @@ def test_committed_report_matches_its_study_json():
         assert (DOCS / rel).stat().st_size <= 1_000_000, rel
 
 
-def _committed_study_complete() -> bool:
-    if not (DOCS / "study.json").is_file():
-        return False
-    t = json.loads((DOCS / "study.json").read_text())["time"]
-    return t["runs_finished"] == t["runs_planned"]
-
-
-@pytest.mark.skipif(not _committed_study_complete(), reason="docs/report/ holds no complete study yet (the README "
-                    "becomes a guide with the study's numbers once it does)")
 def test_readme_keeps_no_result_number_that_the_committed_study_lacks():
     """Every 3-decimal number in README.md (the metrics' precision) is a number of docs/report/study.json."""
     printed = {f"{v:.3f}" for v in _numbers(json.loads((DOCS / "study.json").read_text()))}
-    found = re.findall(r"(?<![\d.])\d+\.\d{3}(?![\d.])", (ROOT / "README.md").read_text())
+    found = [n.lstrip("+") for n in re.findall(r"(?<![\d.])[-+]?\d+\.\d{3}(?![\d.])", (ROOT / "README.md").read_text())]
     assert found and [n for n in found if n not in printed] == []
+
+
+def test_readme_results_block_is_what_the_committed_study_renders():
+    """README's Results block is regenerated, never edited: ``study.py --export docs/report --readme README.md``."""
+    study = json.loads((DOCS / "study.json").read_text())
+    assert current_block(ROOT / "README.md") == readme_block(study, DOCS, ROOT)
+    for link in re.findall(r"\]\(([^)#\s]+)\)", readme_block(study, DOCS, ROOT)):
+        assert (ROOT / link).is_file(), link
 
 
 # --- the whole pipeline --------------------------------------------------------------------------------------------
@@ -359,6 +359,32 @@ def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path)
     assert files == {"REPORT.md", "study.json", *linked_figures(report)}
     assert all((out / f).stat().st_size <= 1_000_000 for f in files if f.endswith(".png"))
     assert check_report_consistency(report, json.loads((out / "study.json").read_text())) > 100
+
+
+def test_export_renders_the_readme_block_between_its_markers_only(quick_study, tmp_path):
+    res, _, _ = quick_study
+    out, readme = tmp_path / "docs" / "report", tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nkept above\n\n{BEGIN}\nold block\n{END}\n\nkept below\n")
+    r = _study("--results-dir", str(res), "--export", str(out), "--readme", str(readme))
+    assert r.returncode == 0, r.stderr
+    assert "study block updated" in r.stdout
+    text = readme.read_text()
+    block = current_block(readme)
+    assert text.startswith("# Title\n\nkept above\n\n" + BEGIN) and text.endswith(END + "\n\nkept below\n")
+    assert "old block" not in text and "| `p1-spec` " in block and "| `p2-heatmap` " in block
+    assert "hand-ambiguity ceiling" in block and "25 of 25 planned runs finished" in block
+    study = json.loads((out / "study.json").read_text())
+    spec = study["experiments"]["p1-spec"]["metrics"]["map50"]
+    assert f"| {fmt(spec['mean'])} ± {fmt(spec['std'])} ({spec['n']}) |" in block  # mean ± std (n) of the JSON
+    for link in re.findall(r"\]\(([^)#\s]+)\)", block):  # relative to the README, into the export
+        assert (readme.parent / link).is_file(), link
+    r = _study("--results-dir", str(res), "--export", str(out), "--readme", str(readme))
+    assert "already up to date" in r.stdout and readme.read_text() == text
+    # a README without the markers: one line, before the export writes anything
+    readme.write_text("# no markers\n")
+    r = _study("--results-dir", str(res), "--export", str(tmp_path / "other"), "--readme", str(readme))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "study:begin" in r.stderr
+    assert readme.read_text() == "# no markers\n" and not (tmp_path / "other").exists()
 
 
 def _runs_without(study: dict, *keys: str) -> list[dict]:
@@ -458,7 +484,8 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
 
     res = tmp_path / "r"
     for args in (["--seeds-for", "p1-spec"], ["--seeds", "0"], ["--experiments", "p9-none"],
-                 ["--quick", "--data-dir", "x"], ["--export", str(tmp_path / "out")]):
+                 ["--quick", "--data-dir", "x"], ["--export", str(tmp_path / "out")],
+                 ["--readme", str(tmp_path / "README.md")]):
         assert run_main(study.main, [*args, "--results-dir", str(res)]) == 2, args
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (args, err)
