@@ -11,6 +11,7 @@ from common.report import fmt, markdown_table
 from experiments.figures import FIGURES
 from experiments.progress import format_duration
 from experiments.report_common import command_line, exp_cell, figure
+from experiments.report_findings import findings_section
 from experiments.report_problem1 import problem1_sections
 from experiments.report_problem2 import problem2_sections
 from problem1.config import CLASS_NAMES
@@ -62,7 +63,7 @@ def _intro(study: dict) -> list[str]:
               + (f" {t['runs_carried']} of them were carried over from the committed report of an earlier part of "
                  "this study (`--continue-from`), with the numbers and figures recorded there; the machines are "
                  "listed under [How to reproduce](#how-to-reproduce)." if t.get("runs_carried") else ""), "",
-              "Contents: [Data](#data) · [Problem 1](#problem-1-multi-scale-detection) · "
+              "Contents: [Findings](#findings) · [Data](#data) · [Problem 1](#problem-1-multi-scale-detection) · "
               "[Problem 2](#problem-2-heatmap-against-direct-regression) · [Performance](#performance) · "
               "[How to reproduce](#how-to-reproduce)", ""]
     return lines
@@ -170,8 +171,9 @@ def _reproduce(study: dict) -> list[str]:
 
 
 def report_markdown(study: dict, results_dir: Path) -> str:
-    lines = [*_intro(study), *_data(study, results_dir), *problem1_sections(study, results_dir),
-             *problem2_sections(study, results_dir), *_performance(study), *_reproduce(study)]
+    lines = [*_intro(study), *findings_section(study), *_data(study, results_dir),
+             *problem1_sections(study, results_dir), *problem2_sections(study, results_dir), *_performance(study),
+             *_reproduce(study)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -33,6 +33,7 @@ from experiments.registry import (
     plan,
     study_seeds,
 )
+from experiments.report_findings import findings_section
 from experiments.runner import EVALUATE, FINISHED, RESUME, TRAIN, config_flags, run_state
 from problem1.config import Config as Config1
 from problem2.baseline import FAMILIES, AblationConfig
@@ -167,6 +168,29 @@ def test_difference_rule_known_values():
     assert compare({"mean": None, "std": None, "n": 0}, b)["verdict"] == NOT_RUN
     same = compare({"mean": 0.5, "std": 0.0, "n": 2}, {"mean": 0.5, "std": 0.0, "n": 2})
     assert same["verdict"] == WITHIN_NOISE  # identical deterministic runs: no difference at all
+
+
+def test_findings_state_each_verdict_with_its_numbers():
+    def exp(title, *values):
+        return {"problem": "problem1", "title": title, "n": len(values), "metrics": {"map50": mean_std(values)}}
+
+    exps = {"ref": exp("reference", 0.80, 0.82, 0.81), "big": exp("big change", 0.90, 0.91, 0.92),
+            "same": exp("no change", 0.80, 0.83, 0.81), "one": exp("one seed", 0.95), "none": exp("never ran")}
+    study = {"experiments": exps, "headline": {"problem1": [{"key": "map50", "label": "mAP@0.5", "digits": 3}]},
+             "comparisons": [{"a": k, "b": "ref", "metric": m, **compare(exps[k]["metrics"]["map50"],
+                                                                          exps["ref"]["metrics"]["map50"])}
+                             for k in ("big", "same", "one", "none") for m in ("map50", "ap50_circle")]}
+    lines = findings_section(study)
+    text = "\n".join(lines)
+    assert lines[0] == "## Findings" and "Of 4 comparisons, 1 differ, 1 are within noise, 1 are not tested" in text
+    # the AP-per-class comparisons are not repeated: one line per pair, on the lead metric
+    assert sum(line.startswith("- `") for line in lines) == 3
+    assert ("- `big`, big change, against `ref`, mAP@0.5: 0.910 ± 0.010 (3) against 0.810 ± 0.010 (3), difference "
+            "+0.100, beyond the threshold 0.016: **higher**.") in lines
+    assert "- `same`, no change, against `ref`, mAP@0.5: 0.813 ± 0.015 (3) against 0.810 ± 0.010 (3), difference " \
+           "+0.003, within noise (threshold 0.021)." in lines
+    assert "difference +0.140; not tested, one side has a single seed." in text
+    assert lines[-2] == "- Not run yet: `none` against `ref`."
 
 
 def test_eta_from_measured_epochs():
@@ -319,6 +343,7 @@ def test_quick_study_writes_a_consistent_report(quick_study):
         assert stat["mean"] == pytest.approx(float(np.mean(values)))
         assert stat["std"] == (pytest.approx(float(np.std(values, ddof=1))) if len(values) > 1 else None)
     assert check_report_consistency(report, study) > 100
+    assert "## Findings" in report and "- `p1-dilation3`, head dilation 3" in report
     assert "`p1-cosine` †" in report and "`p1-cosine` has 1 of 2 seeds: fewer seeds planned" in report
     assert any(c["a"] == "p1-cosine" and c["verdict"] == NOT_TESTED for c in study["comparisons"])
     assert any(c["a"] == "p1-dilation3" and c["verdict"] != NOT_TESTED for c in study["comparisons"])
