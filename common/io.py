@@ -22,7 +22,7 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:  # not the locale's
             write(f)
             f.flush()
             os.fsync(f.fileno())

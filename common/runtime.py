@@ -121,7 +121,7 @@ def resolve_precision(device: torch.device, amp: bool | None, cpu_bf16: bool = F
 
     ``amp`` is the ``--amp/--no-amp`` switch: ``False`` is always exact fp32. ``None`` (neither flag) is the
     default: bf16 on CUDA; on a CPU with native bf16, bf16 only where the problem's full-run validation found no loss
-    (``cpu_bf16``, the config's ``CPU_BF16_DEFAULT``; README, "Mixed precision"), else fp32. ``True`` asks for bf16,
+    (``cpu_bf16``, the config's ``CPU_BF16_DEFAULT``; docs/performance.md), else fp32. ``True`` asks for bf16,
     which CUDA and CPUs with native bf16 get; emulated bf16 is slower than fp32, so other CPUs (and MPS) stay fp32.
     """
     if amp is False:
@@ -147,7 +147,7 @@ def autocast(device: torch.device, amp: bool | None, cpu_bf16: bool = False):
 def memory_format(channels_last: bool) -> torch.memory_format:
     """The layout for a model's weights (``Module.to(memory_format=...)``); convolutions then run in it.
 
-    Channels-last (NHWC) measured faster on CPU for both problems' models (README, Performance). Note that a
+    Channels-last (NHWC) measured faster on CPU for both problems' models (docs/performance.md). Note that a
     ``[B, 1, H, W]`` image batch is both NCHW- and NHWC-contiguous, so with contiguous weights the layout a conv
     picks depends on how the input tensor happened to be made; setting it on the weights makes it explicit.
     """
@@ -159,6 +159,6 @@ def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
 
     The compiled wrapper shares its parameters with ``model``, so checkpoints keep saving ``model.state_dict()``
     with unprefixed keys. Off by default: it costs a compile at start-up and measured at most 4% faster on CPU
-    (README, Performance).
+    (docs/performance.md).
     """
     return torch.compile(model) if enabled else model

@@ -34,14 +34,14 @@ def _family(study: dict, key: str) -> list[str]:
 
 
 def _verdict(study: dict, family: str, key: str, metric: str) -> str:
-    """``key`` against its family's reference (the first member) under the study's difference rule."""
-    c = next((c for c in study["comparisons"] if c["family"] == family and c["a"] == key and c["metric"] == metric),
-             None)
+    """``key`` against what the family compares it with, under the study's difference rule."""
+    comps = [c for c in study["comparisons"] if c["family"] == family and c["metric"] == metric]
+    c = next((c for c in comps if c["a"] == key), None)
     if c is None:
-        return "(reference)"
+        return "(reference)" if any(c["b"] == key for c in comps) else "no comparison"
     if c["diff"] is None:
-        return c["verdict"]
-    return f"{c['diff']:+.3f}: {c['verdict']}"
+        return f"against `{c['b']}`: {c['verdict']}"
+    return f"against `{c['b']}`: {c['diff']:+.3f}, {c['verdict']}"
 
 
 def _table(study: dict, problem: str, family: str, metrics: list[str], extra: list[list[str]] = ()) -> list[str]:
@@ -51,10 +51,9 @@ def _table(study: dict, problem: str, family: str, metrics: list[str], extra: li
     if not keys:
         return []
     h = {x["key"]: x for x in study["headline"][problem]}
-    ref = keys[0]
     rows = [[exp_cell(study, k), *(stat_cell(study["experiments"][k]["metrics"][m], h[m]["digits"]) for m in metrics),
              _verdict(study, family, k, metrics[0])] for k in keys] + list(extra)
-    header = ["experiment", *(h[m]["label"] for m in metrics), f"{h[metrics[0]]['label']} against `{ref}`"]
+    header = ["experiment", *(h[m]["label"] for m in metrics), f"{h[metrics[0]]['label']}: difference, verdict"]
     return markdown_table(header, rows) + fewer_seeds_note(study, keys)
 
 
@@ -67,19 +66,30 @@ def _ceiling_rows(study: dict) -> list[list[str]]:
     return [["hand-ambiguity ceiling (no predictor can score higher on these labels)", *cells, ""]]
 
 
+def _median(values) -> float | None:
+    v = [x for x in values if isinstance(x, (int, float))]
+    return statistics.median(v) if v else None
+
+
 def _run_times(study: dict) -> list[str]:
-    """Training time per run, grouped by model, precision and machine: the medians of the finished runs."""
+    """Training time of one run of each headline experiment: the medians over its finished runs, by machine."""
+    keys = [*_family(study, P1_FAMILY), *_family(study, P2_FAMILY)]
     groups: dict[tuple, list[dict]] = {}
     for r in study["runs"]:
-        model = "detector" if r["problem"] == "problem1" else f"{r['config'].get('model')} network"
-        groups.setdefault((model, r["precision"], machine_name(r.get("machine"))), []).append(r["time"])
-    rows = [[model, precision, machine, len(ts), f"{statistics.median(t['s_per_epoch'] for t in ts):.1f} s",
-             format_duration(statistics.median(t["train_s"] for t in ts))]
-            for (model, precision, machine), ts in groups.items()]
+        if r["experiment"] in keys:
+            key = (r["experiment"], r.get("precision") or "not recorded", machine_name(r.get("machine")))
+            groups.setdefault(key, []).append(r["time"])
+    rows = []
+    for (key, precision, machine), ts in sorted(groups.items(), key=lambda g: keys.index(g[0][0])):
+        epoch, run = _median(t.get("s_per_epoch") for t in ts), _median(t.get("train_s") for t in ts)
+        rows.append([f"`{key}`", precision, machine, len(ts), "n/a" if epoch is None else f"{epoch:.1f} s",
+                     "n/a" if run is None else format_duration(run)])
     if not rows:
         return []
-    return ["Training time per run (medians of the finished runs; validation after each epoch included):", "",
-            *markdown_table(["model", "precision", "machine", "runs", "epoch", "run"], rows)]
+    return ["Training time of one run (median over its finished seeds; validation after every epoch included). "
+            "A plain `python problem2/train.py` trains the heatmap and the regression run one after the other: "
+            "the sum of their two rows.", "",
+            *markdown_table(["experiment", "precision", "machine", "runs", "median epoch", "median run"], rows)]
 
 
 def _figure(report_dir: Path, readme_dir: Path, rel: str, caption: str) -> list[str]:
@@ -125,15 +135,20 @@ def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
 
 
 def _split(text: str, path: Path) -> tuple[str, str]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+    """``text`` before the :data:`BEGIN` line and after the :data:`END` line (markers are whole lines, so prose may
+    quote them)."""
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
         raise UserError(f"{path}: needs one '{BEGIN}' line and, after it, one '{END}' line around the study's block")
-    head, rest = text.split(BEGIN)
-    return head, rest.split(END)[1]
+    end_line = lines[ends[0]]
+    return "".join(lines[:begins[0]]), end_line[len(end_line.rstrip("\r\n")):] + "".join(lines[ends[0] + 1:])
 
 
 def current_block(readme: Path) -> str:
     """The block now in ``readme``, markers included."""
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     head, tail = _split(text, readme)
     return text[len(head):len(text) - len(tail)]
 
@@ -142,7 +157,7 @@ def check_readme(readme: Path) -> str:
     """``readme``'s text, after checking that it has the block's markers (before anything is written)."""
     if not readme.is_file():
         raise UserError(f"--readme {readme}: not found")
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     _split(text, readme)
     return text
 
@@ -154,7 +169,7 @@ def update_readme(readme: Path, report_dir: Path) -> bool:
         raise UserError(f"--readme: {study_path} not found (export the study first)")
     text = check_readme(readme)
     head, tail = _split(text, readme)
-    new = head + readme_block(json.loads(study_path.read_text()), report_dir, readme.parent) + tail
+    new = head + readme_block(json.loads(study_path.read_text(encoding="utf-8")), report_dir, readme.parent) + tail
     if new != text:
         atomic_write_text(readme, new)
     return new != text

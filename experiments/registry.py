@@ -134,7 +134,7 @@ class Registry:
 P1_EXPERIMENTS = (
     ("p1-spec", "specification", {}),
     ("p1-dilation3", "head dilation 3 (`--head-dilation 3`)", {"head_dilation": 3}),
-    # The README's "cosine/10x-lr run": is the specified architecture only under-trained?
+    # The "cosine/10x-lr run": is the specified architecture only under-trained?
     ("p1-cosine", "cosine schedule, 10x lr, 1 warm-up epoch", {"lr": 0.01, "lr_schedule": "cosine",
                                                                "warmup_epochs": 1}),
 )

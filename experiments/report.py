@@ -11,7 +11,7 @@ from common.report import fmt, markdown_table
 from experiments.figures import FIGURES
 from experiments.progress import format_duration
 from experiments.report_common import command_line, exp_cell, figure
-from experiments.report_findings import findings_section
+from experiments.report_findings import findings_section, lead_comparisons
 from experiments.report_problem1 import problem1_sections
 from experiments.report_problem2 import problem2_sections
 from problem1.config import CLASS_NAMES
@@ -63,7 +63,8 @@ def _intro(study: dict) -> list[str]:
               + (f" {t['runs_carried']} of them were carried over from the committed report of an earlier part of "
                  "this study (`--continue-from`), with the numbers and figures recorded there; the machines are "
                  "listed under [How to reproduce](#how-to-reproduce)." if t.get("runs_carried") else ""), "",
-              "Contents: [Findings](#findings) · [Data](#data) · [Problem 1](#problem-1-multi-scale-detection) · "
+              "Contents: " + ("[Findings](#findings) · " if lead_comparisons(study) else "")
+              + "[Data](#data) · [Problem 1](#problem-1-multi-scale-detection) · "
               "[Problem 2](#problem-2-heatmap-against-direct-regression) · [Performance](#performance) · "
               "[How to reproduce](#how-to-reproduce)", ""]
     return lines

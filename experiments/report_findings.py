@@ -44,11 +44,12 @@ def findings_section(study: dict) -> list[str]:
     problems = [p for p in ("problem1", "problem2") if any(study["experiments"][c["a"]]["problem"] == p for c in comps)]
     leads = ", ".join(f"{headline(study, p)[COMPARED[p][0]]['label']} for {p.replace('problem', 'problem ')}"
                       for p in problems)
-    not_run = [f"`{c['a']}` against `{c['b']}`" for c in comps if c["verdict"] == NOT_RUN]
+    not_run = [f"`{c['a']}` against `{c['b']}`" for c in comps if c["verdict"] == NOT_RUN]  # or without a value
     return ["## Findings", "",
             f"Every comparison the study makes, on each problem's lead metric ({leads}; higher is better), under the "
             "difference rule above; each section's tables give the other metrics. "
             f"Of {len(comps)} comparisons, {counts[DIFFERS]} differ, {counts[WITHIN_NOISE]} are within noise, "
-            f"{counts[NOT_TESTED]} are not tested (a single seed on one side) and {counts[NOT_RUN]} are not run yet.",
+            f"{counts[NOT_TESTED]} are not tested (a single seed on one side) and {counts[NOT_RUN]} have no value yet "
+            "(not run, or no finite value).",
             "", *(f"- {finding(study, c)}" for c in comps if c["verdict"] != NOT_RUN),
-            *([f"- Not run yet: {', '.join(not_run)}."] if not_run else []), ""]
+            *([f"- No value yet: {', '.join(not_run)}."] if not_run else []), ""]

@@ -24,7 +24,8 @@ ANCHOR_SCALES = ((16, 24, 32), (48, 64, 96), (96, 128, 192))  # square anchors (
 @dataclasses.dataclass
 class Config:
     # bf16 is problem 1's default on CPUs with native bf16: full runs at two seeds in both precisions differ by less
-    # than the seeds do (README, "Mixed precision"). Not a field: a run records the precision it used instead.
+    # than the seeds do (bf16 validation in docs/performance.md). Not a field: a run records the precision it used
+    # instead.
     CPU_BF16_DEFAULT: ClassVar[bool] = True
 
     # -- data and outputs
@@ -53,9 +54,9 @@ class Config:
     head_dilation: int = cfg_field(1, "dilation of each head's 3x3 conv; 1 is the specification, 3 widens what a "
                                    "prediction sees from 17/33/65 to 33/65/129 px (see model.py)", min=1)
     channels_last: bool = cfg_field(True, "channels-last memory format (NHWC) for the model: measured faster for "
-                                    "this model on CPU (README, Performance)")
-    compile: bool = cfg_field(False, "torch.compile the training model (compiles at start-up; see README, "
-                              "Performance)")
+                                    "this model on CPU (docs/performance.md)")
+    compile: bool = cfg_field(False, "torch.compile the training model (compiles at start-up; see "
+                              "docs/performance.md)")
     # -- anchor matching and loss
     pos_threshold: float = cfg_field(0.5, "IoU at or above which an anchor is positive", gt=0)
     neg_threshold: float = cfg_field(0.3, "max IoU at or below which an anchor is negative", min=0)

@@ -60,8 +60,8 @@ class MultiScaleDetector(nn.Module):
     Receptive field of one prediction (3x3 convs only, so a hard bound): 17 px at scale 1, 33 px at scale 2 and
     65 px at scale 3 (``receptive_fields``). Squares are 48-96 px and triangles 96-192 px, so an anchor inside a
     large object sees only flat colour and cannot tell how far its box is off; such anchors give confident,
-    misplaced boxes (measured, README: most confident false-positive squares are right-sized boxes of real squares,
-    centred off, from scale 2).
+    misplaced boxes (measured in docs/report/REPORT.md, "Why the false positives are false": most confident
+    false-positive squares are right-sized boxes of real squares, centred off, from scale 2).
     ``head_dilation`` (default 1, the specification) dilates the head's 3x3 conv: with 3 the fields become 33 /
     65 / 129 px at no extra cost.
     """

@@ -26,8 +26,8 @@ PROBLEM = "problem2"  # tag stored in checkpoints, so the other problem's checkp
 
 @dataclass
 class Config:
-    # bf16 stays opt-in (--amp) on CPUs: it scored lower than fp32 in all four validation runs (README, "Mixed
-    # precision"). Not a field: a run records the precision it used instead.
+    # bf16 stays opt-in (--amp) on CPUs: it scored lower than fp32 in all four validation runs (docs/performance.md,
+    # bf16 validation). Not a field: a run records the precision it used instead.
     CPU_BF16_DEFAULT: ClassVar[bool] = False
 
     data_dir: str = cfg_field("./datasets", "datasets root (with keypoints/) or the keypoints folder itself; "
@@ -68,9 +68,9 @@ class Config:
                                    gt=0)
     amp: bool | None = cfg_field(None, amp_help(CPU_BF16_DEFAULT))
     channels_last: bool = cfg_field(True, "channels-last memory format (NHWC) for the models: measured faster on CPU "
-                                    "(README, Performance)")
-    compile: bool = cfg_field(False, "torch.compile the models for training (compiles at start-up; see README, "
-                              "Performance)")
+                                    "(docs/performance.md)")
+    compile: bool = cfg_field(False, "torch.compile the models for training (compiles at start-up; see "
+                              "docs/performance.md)")
 
 
 def as_config(config: Config | Mapping[str, Any]) -> Config:

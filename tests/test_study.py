@@ -24,7 +24,7 @@ from common.training import strip_timing
 from experiments.aggregate import NOT_RUN, NOT_TESTED, WITHIN_NOISE, compare, mean_std
 from experiments.export import linked_figures, shrink_png
 from experiments.progress import estimate, format_eta
-from experiments.readme import BEGIN, END, current_block, readme_block
+from experiments.readme import BEGIN, END, current_block, readme_block, update_readme
 from experiments.registry import (
     Settings,
     build_registry,
@@ -190,7 +190,7 @@ def test_findings_state_each_verdict_with_its_numbers():
     assert "- `same`, no change, against `ref`, mAP@0.5: 0.813 ± 0.015 (3) against 0.810 ± 0.010 (3), difference " \
            "+0.003, within noise (threshold 0.021)." in lines
     assert "difference +0.140; not tested, one side has a single seed." in text
-    assert lines[-2] == "- Not run yet: `none` against `ref`."
+    assert lines[-2] == "- No value yet: `none` against `ref`."
 
 
 def test_eta_from_measured_epochs():
@@ -384,6 +384,19 @@ def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path)
     assert files == {"REPORT.md", "study.json", *linked_figures(report)}
     assert all((out / f).stat().st_size <= 1_000_000 for f in files if f.endswith(".png"))
     assert check_report_consistency(report, json.loads((out / "study.json").read_text())) > 100
+
+
+def test_readme_markers_are_whole_lines_and_the_rest_is_kept(tmp_path):
+    readme = tmp_path / "README.md"
+    prose = f"Quoted inline, `{BEGIN}`, is prose.\n"
+    readme.write_text(f"{prose}{BEGIN}\nold ±\n{END}\ntail †\n", encoding="utf-8")
+    assert update_readme(readme, DOCS)
+    text = readme.read_bytes().decode("utf-8")
+    assert text.startswith(prose + BEGIN + "\n") and text.endswith(END + "\ntail †\n") and "old" not in text
+    assert not update_readme(readme, DOCS)
+    readme.write_text(f"{BEGIN}\n{BEGIN}\n{END}\n")
+    with pytest.raises(UserError, match="needs one"):
+        update_readme(readme, DOCS)
 
 
 def test_export_renders_the_readme_block_between_its_markers_only(quick_study, tmp_path):
