@@ -33,10 +33,18 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: one process still takes the distributed path (e.g. nccl on a GPU)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
+
+    def describe(self) -> str:
+        """``", torchrun: N process(es), <backend>"`` for a distributed run, else ``""`` (for the start-up line)."""
+        if not self.enabled:
+            return ""
+        return (f", torchrun: {self.world_size} process{'es' if self.world_size > 1 else ''}, "
+                f"{dist.get_backend() if dist.is_initialized() else 'no process group'}")
 
     @property
     def is_main(self) -> bool:
@@ -44,11 +52,12 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group if launched by torchrun; returns the info and this rank's device."""
+    """Join the process group if launched by torchrun (even as its only process, so that a one-GPU torchrun runs the
+    nccl path); returns the info and this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "LOCAL_RANK" not in os.environ:  # torchrun always sets LOCAL_RANK; plain python does not
         return DistInfo(), device
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")), launched=True)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)

@@ -166,7 +166,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem1/tra
                                                     "precision": precision,
                                                     "command": command, **extra})
     print(f"training on {device}: {len(train_set)} train / {len(val_set)} val images, epochs {start + 1}.."
-          f"{cfg.epochs}, results in {results}" + (f", {info.world_size} processes" if info.enabled else ""))
+          f"{cfg.epochs}, results in {results}{info.describe()}")
 
     best = min((r["val"]["loss_total"] for r in log), default=math.inf)
     saved = start  # last epoch whose last.pth is on disk

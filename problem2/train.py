@@ -302,8 +302,7 @@ def train(cfg: Config, resume: bool = False, command: str = "python problem2/tra
                                                     "precision": precision,
                                                     "command": command, **extra})
     print(f"training {' and '.join(methods)} on {device}: {len(train_set)} train / {len(val_set)} val images, "
-          f"epochs {start + 1}..{cfg.epochs}, results in {results}"
-          + (f", {info.world_size} processes" if info.enabled else ""))
+          f"epochs {start + 1}..{cfg.epochs}, results in {results}{info.describe()}")
     steps = train_set.num_batches(local_batch_size(cfg.batch_size, info), info)
     bar = progress(None, desc="train", total=steps * len(runs) * (cfg.epochs - start), unit="step")
     saved = start  # last epoch whose last.pth is on disk

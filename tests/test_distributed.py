@@ -21,6 +21,7 @@ import torch
 
 from common.distributed import DistInfo, local_batch_size
 from common.errors import UserError
+from common.training import strip_timing
 from problem1.dataset import iterate_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args: list[str], nproc: int) -> subprocess.CompletedProcess:
+def _run(args: list[str], nproc: int, torchrun: bool | None = None) -> subprocess.CompletedProcess:
+    """``args`` as plain python (one process) or under torchrun (``nproc`` processes; ``torchrun=True`` also for
+    one)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PROGRESS": "0"}
-    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+    torchrun = nproc > 1 if torchrun is None else torchrun
+    launcher = [] if not torchrun else ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                                       "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
     proc = subprocess.run([sys.executable, *launcher, *args, "--device", "cpu"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -94,3 +98,15 @@ def test_problem1_two_processes_follow_single_process(tiny_data, tmp_path):
     assert d["train"] != s["train"]  # the per-rank batch norm shows: these are really 2 ranks
     assert (tmp_path / "ddp" / "last.pth").is_file()
     assert ddp.stdout.count("epoch 1/1") == 1
+
+
+def test_one_process_torchrun_takes_the_distributed_path_and_equals_plain_python(tiny_data, tmp_path):
+    """A one-GPU torchrun must exercise the process group and DDP (nccl there, gloo here), not fall back to the plain
+    single-process path; with one rank it computes exactly what plain python does."""
+    args = ["problem1/train.py", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "8",
+            "--limit-val", "4"]
+    plain = _run([*args, "--results-dir", str(tmp_path / "plain")], 1)
+    one = _run([*args, "--results-dir", str(tmp_path / "one")], 1, torchrun=True)
+    assert "torchrun: 1 process, gloo" in one.stdout and "torchrun:" not in plain.stdout
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["world_size"] == 1
+    assert strip_timing(_log(tmp_path / "one")) == strip_timing(_log(tmp_path / "plain"))

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU checks in one command, for a machine lent for minutes: the benchmark, full problem-1 and problem-2 runs
+# with their evaluations, and a one-GPU torchrun (nccl). Each step logs to OUT/<step>.log and appends
+# "step rc seconds" to OUT/summary.txt; a failing step does not stop the others, and each has its own time limit so
+# that one hang cannot use up the machine.
+#
+#   bash tools/device_check.sh                       # DEVICE=cuda, full runs, outputs in $OUT or results/device
+#   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 NUM_TRAIN=16 NUM_VAL=8 BENCH_STEPS=1 bash tools/device_check.sh   # smoke test
+set -u
+cd "$(dirname "$0")/.."
+
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-results/device}
+DATA=${DATA:-$OUT/datasets}
+P1_EPOCHS=${P1_EPOCHS:-50}
+P2_EPOCHS=${P2_EPOCHS:-30}
+NUM_TRAIN=${NUM_TRAIN:-1000}
+NUM_VAL=${NUM_VAL:-200}
+BENCH_STEPS=${BENCH_STEPS:-10}
+STEP_LIMIT=${STEP_LIMIT:-240}  # seconds per step
+PY=${PYTHON:-python3}
+export PROGRESS=0 MPLBACKEND=Agg
+mkdir -p "$OUT"
+: > "$OUT/summary.txt"
+
+step() {  # step NAME COMMAND...: run it under the time limit, log it, record its exit status and wall time
+    local name=$1
+    shift
+    local t0=$SECONDS
+    timeout "$STEP_LIMIT" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "$name $rc $((SECONDS - t0))" | tee -a "$OUT/summary.txt"
+}
+
+{
+    "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+} > "$OUT/machine.txt" 2>&1
+step data "$PY" generate_datasets.py --output_dir "$DATA" --num_train "$NUM_TRAIN" --num_val "$NUM_VAL"
+step bench "$PY" bench.py --device "$DEVICE" --data-dir "$DATA" --steps "$BENCH_STEPS" --warmup 2 \
+    --json "$OUT/bench.json"
+step p1_train "$PY" problem1/train.py --device "$DEVICE" --epochs "$P1_EPOCHS" --data-dir "$DATA" \
+    --results-dir "$OUT/problem1"
+step p1_evaluate "$PY" problem1/evaluate.py --device "$DEVICE" --data-dir "$DATA" --results-dir "$OUT/problem1"
+step p2_train "$PY" problem2/train.py --device "$DEVICE" --epochs "$P2_EPOCHS" --data-dir "$DATA" \
+    --results-dir "$OUT/problem2"
+step p2_evaluate "$PY" problem2/evaluate.py --device "$DEVICE" --data-dir "$DATA" --results-dir "$OUT/problem2"
+# One process through torchrun: the distributed code path (nccl on CUDA, gloo on CPU) on a short run.
+step torchrun "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 problem1/train.py --device "$DEVICE" \
+    --epochs 2 --data-dir "$DATA" --results-dir "$OUT/torchrun"
+# What comes back should be small: no datasets or checkpoints.
+rm -rf "$DATA"
+find "$OUT" -name "*.pth" -delete
+! grep -qv " 0 [0-9]*$" "$OUT/summary.txt"
