@@ -5,7 +5,8 @@
 # that one hang cannot use up the machine.
 #
 #   bash tools/device_check.sh                       # DEVICE=cuda, full runs, outputs in $OUT or results/device
-#   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 NUM_TRAIN=16 NUM_VAL=8 BENCH_STEPS=1 bash tools/device_check.sh   # smoke test
+#   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 NUM_TRAIN=16 NUM_VAL=8 BENCH_STEPS=1 BENCH_PROBLEM=2 \
+#       bash tools/device_check.sh                   # a quick check of the script itself on a CPU
 set -u
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ P2_EPOCHS=${P2_EPOCHS:-30}
 NUM_TRAIN=${NUM_TRAIN:-1000}
 NUM_VAL=${NUM_VAL:-200}
 BENCH_STEPS=${BENCH_STEPS:-10}
+BENCH_PROBLEM=${BENCH_PROBLEM:-all}
 STEP_LIMIT=${STEP_LIMIT:-240}  # seconds per step
 PY=${PYTHON:-python3}
 export PROGRESS=0 MPLBACKEND=Agg
@@ -37,8 +39,8 @@ step() {  # step NAME COMMAND...: run it under the time limit, log it, record it
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 } > "$OUT/machine.txt" 2>&1
 step data "$PY" generate_datasets.py --output_dir "$DATA" --num_train "$NUM_TRAIN" --num_val "$NUM_VAL"
-step bench "$PY" bench.py --device "$DEVICE" --data-dir "$DATA" --steps "$BENCH_STEPS" --warmup 2 \
-    --json "$OUT/bench.json"
+step bench "$PY" bench.py --problem "$BENCH_PROBLEM" --device "$DEVICE" --data-dir "$DATA" --steps "$BENCH_STEPS" \
+    --warmup 2 --json "$OUT/bench.json"
 step p1_train "$PY" problem1/train.py --device "$DEVICE" --epochs "$P1_EPOCHS" --data-dir "$DATA" \
     --results-dir "$OUT/problem1"
 step p1_evaluate "$PY" problem1/evaluate.py --device "$DEVICE" --data-dir "$DATA" --results-dir "$OUT/problem1"
