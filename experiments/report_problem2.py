@@ -105,7 +105,9 @@ def _hypothesis(study: dict) -> list[str]:
     after = comps.get(("p2-canonical-hands-regression", "p2-canonical-hands-heatmap", "pck@0.05"))
     if before and after and before["diff"] is not None and after["diff"] is not None:
         lines += [f"Regression minus heatmap at PCK@0.05: {fmt(before['diff'])} with the original labels "
-                  f"({before['verdict']}), {fmt(after['diff'])} with the canonical ones ({after['verdict']}).", ""]
+                  f"(verdict: {before['verdict']}), {fmt(after['diff'])} with the canonical ones (verdict: "
+                  f"{after['verdict']}). If the hand ambiguity were regression's deficit, the gap would close with "
+                  "the canonical labels.", ""]
     return lines
 
 
