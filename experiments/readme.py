@@ -16,7 +16,7 @@ from experiments.export import STUDY_JSON
 from experiments.figures import FIGURES
 from experiments.progress import format_duration
 from experiments.report import REPORT_NAME, machine_name
-from experiments.report_common import exp_cell, fewer_seeds_note, first_run, stat_cell
+from experiments.report_common import exp_cell, family, fewer_seeds_note, first_run, stat_cell
 
 BEGIN = "<!-- study:begin -->"
 END = "<!-- study:end -->"
@@ -28,8 +28,8 @@ P1_FAMILY, P2_FAMILY = "p1-main", "p2-methods"
 P1_FAMILY_REFERENCE = "p1-spec"  # whose scale-specialisation figure the README shows
 
 
-def _family(study: dict, key: str) -> list[str]:
-    fam = next((f for f in study["families"] if f["key"] == key), None)
+def _members(study: dict, key: str) -> list[str]:
+    fam = family(study, key)
     return [k for k in fam["members"] if k in study["experiments"]] if fam else []
 
 
@@ -47,7 +47,7 @@ def _verdict(study: dict, family: str, key: str, metric: str) -> str:
 def _table(study: dict, problem: str, family: str, metrics: list[str], extra: list[list[str]] = ()) -> list[str]:
     """One row per family member (and the ``extra`` rows): "mean ± std (n)" per metric, and the verdict against
     the family's reference in the first metric."""
-    keys = _family(study, family)
+    keys = _members(study, family)
     if not keys:
         return []
     h = {x["key"]: x for x in study["headline"][problem]}
@@ -73,7 +73,7 @@ def _median(values) -> float | None:
 
 def _run_times(study: dict) -> list[str]:
     """Training time of one run of each headline experiment: the medians over its finished runs, by machine."""
-    keys = [*_family(study, P1_FAMILY), *_family(study, P2_FAMILY)]
+    keys = [*_members(study, P1_FAMILY), *_members(study, P2_FAMILY)]
     groups: dict[tuple, list[dict]] = {}
     for r in study["runs"]:
         if r["experiment"] in keys:
@@ -134,23 +134,21 @@ def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
     return "\n".join([*lines, END])
 
 
-def _split(text: str, path: Path) -> tuple[str, str]:
-    """``text`` before the :data:`BEGIN` line and after the :data:`END` line (markers are whole lines, so prose may
-    quote them)."""
+def _lines(text: str, path: Path) -> tuple[list[str], int, int]:
+    """``text``'s lines (ends kept) and the indices of the :data:`BEGIN` and :data:`END` lines (whole lines, so prose
+    may quote the markers)."""
     lines = text.splitlines(keepends=True)
     begins = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
     ends = [i for i, line in enumerate(lines) if line.strip() == END]
     if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
         raise UserError(f"{path}: needs one '{BEGIN}' line and, after it, one '{END}' line around the study's block")
-    end_line = lines[ends[0]]
-    return "".join(lines[:begins[0]]), end_line[len(end_line.rstrip("\r\n")):] + "".join(lines[ends[0] + 1:])
+    return lines, begins[0], ends[0]
 
 
 def current_block(readme: Path) -> str:
     """The block now in ``readme``, markers included."""
-    text = readme.read_text(encoding="utf-8")
-    head, tail = _split(text, readme)
-    return text[len(head):len(text) - len(tail)]
+    lines, begin, end = _lines(readme.read_text(encoding="utf-8"), readme)
+    return "".join(lines[begin:end + 1]).rstrip("\n")
 
 
 def check_readme(readme: Path) -> str:
@@ -158,7 +156,7 @@ def check_readme(readme: Path) -> str:
     if not readme.is_file():
         raise UserError(f"--readme {readme}: not found")
     text = readme.read_text(encoding="utf-8")
-    _split(text, readme)
+    _lines(text, readme)
     return text
 
 
@@ -168,8 +166,9 @@ def update_readme(readme: Path, report_dir: Path) -> bool:
     if not study_path.is_file():
         raise UserError(f"--readme: {study_path} not found (export the study first)")
     text = check_readme(readme)
-    head, tail = _split(text, readme)
-    new = head + readme_block(json.loads(study_path.read_text(encoding="utf-8")), report_dir, readme.parent) + tail
+    lines, begin, end = _lines(text, readme)
+    block = readme_block(json.loads(study_path.read_text(encoding="utf-8")), report_dir, readme.parent)
+    new = "".join(lines[:begin]) + block + "\n" + "".join(lines[end + 1:])
     if new != text:
         atomic_write_text(readme, new)
     return new != text

@@ -25,6 +25,11 @@ def headline(study: dict, problem: str) -> dict[str, dict]:
     return {h["key"]: h for h in study["headline"][problem]}
 
 
+def family(study: dict, key: str) -> dict | None:
+    """The family ``key`` of ``study`` (its members and comparisons), or ``None``."""
+    return next((f for f in study["families"] if f["key"] == key), None)
+
+
 def nominal_seeds(study: dict) -> int:
     return study["meta"]["seeds"]
 

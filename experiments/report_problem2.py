@@ -11,6 +11,7 @@ from experiments.report_common import (
     command_line,
     comparison_table,
     exp_cell,
+    family,
     figure,
     first_run,
     results_table,
@@ -24,10 +25,6 @@ MAIN = [*PCK, "auc", "mean_px_error", "swap_invariant_pck@0.05"]
 GROUPS = [f"{g}_pck@0.05" for g in KEYPOINT_GROUPS]
 ABLATIONS = {"p2-sigma": "Heatmap sigma (heatmap pixels)", "p2-resolution": "Heatmap resolution",
              "p2-skip": "Skip connections"}
-
-
-def _family(study: dict, key: str) -> dict | None:
-    return next((f for f in study["families"] if f["key"] == key), None)
 
 
 def _method(study: dict) -> list[str]:
@@ -46,7 +43,7 @@ def _method(study: dict) -> list[str]:
 
 
 def _results(study: dict, results_dir: Path) -> list[str]:
-    fam = _family(study, "p2-specified")
+    fam = family(study, "p2-specified")
     if fam is None:
         return []
     lines = ["### Results", "",
@@ -91,7 +88,7 @@ def _ceiling(study: dict) -> list[str]:
 
 
 def _hypothesis(study: dict) -> list[str]:
-    fam = _family(study, "p2-canonical-hands")
+    fam = family(study, "p2-canonical-hands")
     if fam is None:
         return []
     comps = {(c["a"], c["b"], c["metric"]): c for c in study["comparisons"]}
@@ -117,7 +114,7 @@ def _ablations(study: dict) -> list[str]:
              "across sigmas or resolutions), each against the default heatmap run.", ""]
     found = False
     for key, title in ABLATIONS.items():
-        fam = _family(study, key)
+        fam = family(study, key)
         if fam is None:
             continue
         found = True
@@ -129,7 +126,7 @@ def _ablations(study: dict) -> list[str]:
 def _regression(study: dict) -> list[str]:
     keys = []
     for fam_key in ("p2-regression-head", "p2-regression-long", "p2-methods"):
-        fam = _family(study, fam_key)
+        fam = family(study, fam_key)
         keys += fam["members"] if fam else []
     keys = list(dict.fromkeys(keys))
     if not keys:
