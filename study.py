@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=STUDY_AMP_HELP)
     p.add_argument("--report-only", action="store_true", help="rebuild study.json and REPORT.md from the results, "
                    "without training (with the seeds of the study that ran unless --seeds/--seeds-for are given)")
-    p.add_argument("--bench-json", default=None, help="bench.py results for the performance section (default "
-                   "RESULTS/bench.json; when missing, the study runs bench.py once at the end and writes it)")
+    p.add_argument("--bench-json", nargs="+", default=None, metavar="PATH", help="bench.py results for the "
+                   "performance section, one table each: a study continued on other machines can show each one's "
+                   "(default RESULTS/bench.json; a file that is missing after training is written by running "
+                   "bench.py on this machine)")
     p.add_argument("--no-bench", action="store_true", help="do not run bench.py when its results are missing (the "
                    "performance section then says so)")
     p.add_argument("--export", default=None, metavar="DIR", help="copy REPORT.md, study.json and exactly the figures "
@@ -151,16 +153,22 @@ def previous_plan(path: Path) -> dict | None:
     return plan_ if plan_["seeds"] >= 1 else None
 
 
-def without_continue_from(argv: list[str]) -> list[str]:
-    """``argv`` without ``--continue-from DIR``: where earlier runs came from does not change what the study
-    computes, so the recorded command is the one that runs the whole study from scratch."""
-    out, skip = [], False
+# Options that say where inputs come from, not what the study computes: the earlier runs (``--continue-from DIR``)
+# and the benchmark files (``--bench-json PATH...``, whose tables print their own commands).
+INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None}  # values taken: 1, or None for all up to the next flag
+
+
+def study_command_args(argv: list[str]) -> list[str]:
+    """``argv`` without the :data:`INPUT_OPTIONS`, so the recorded command is the one that runs the whole study from
+    scratch."""
+    out, drop = [], 0  # drop: values still to leave out; -1: every value up to the next flag
     for a in argv:
-        if skip:
-            skip = False
-        elif a == "--continue-from":
-            skip = True
-        elif not a.startswith("--continue-from="):
+        if drop > 0 or (drop < 0 and not a.startswith("-")):
+            drop -= drop > 0
+            continue
+        name, eq, _ = a.partition("=")
+        drop = (INPUT_OPTIONS[name] or -1) if name in INPUT_OPTIONS and not eq else 0
+        if name not in INPUT_OPTIONS:
             out.append(a)
     return out
 
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
     registry = build_registry(settings.p1_epochs, settings.p2_epochs)
     seeds_for = parse_seeds_for(args.seeds_for, registry)
-    command = command_line("study.py", without_continue_from(sys.argv[1:] if argv is None else argv),
+    command = command_line("study.py", study_command_args(sys.argv[1:] if argv is None else argv),
                            drop=("--report-only",))
     previous = previous_plan(results / "study.json") if args.report_only and args.seeds is None and \
         not args.seeds_for else None
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         for why in carried["refused"]:
             print(f"not carried over, trained here instead: {why}", flush=True)
     tune_cpu_allocator()
-    bench_path = Path(args.bench_json) if args.bench_json else results / "bench.json"
+    bench_paths = [Path(b) for b in args.bench_json] if args.bench_json else [results / "bench.json"]
     if not args.report_only:
         for r in runs:
             run_state(r)  # a folder holding another run is an error before anything is generated or trained
@@ -230,11 +238,13 @@ def main(argv: list[str] | None = None) -> None:
             ensure_quick_data(Path(data_dir), *args.quick_images)
         counts = run_study(runs, all_pairs, results, args.device)
         print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
-        if not bench_path.is_file() and not args.no_bench:
-            run_bench(bench_path, data_dir, args.device, args.amp, args.only, args.quick)
+        for path in bench_paths:
+            if not path.is_file() and not args.no_bench:
+                run_bench(path, data_dir, args.device, args.amp, args.only, args.quick)
     meta = {"command": command, "quick": args.quick, "seeds": seeds, "seed_list": study_seeds(seeds),
             "seeds_for": seeds_for, "data_dir": data_dir, "device": str(device), "machine": machine_info(device)}
-    study = build_study(meta, registry, all_runs, all_pairs, results, data_summary(data_dir), read_bench(bench_path))
+    study = build_study(meta, registry, all_runs, all_pairs, results, data_summary(data_dir),
+                        [b for path in bench_paths if (b := read_bench(path)) is not None])
     write_study(results / "study.json", study)
     write_figures(study, results, Path(data_dir))
     report = write_report(study, results)

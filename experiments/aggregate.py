@@ -252,7 +252,7 @@ def machines_summary(entries: Iterable[dict]) -> list[dict]:
 
 
 def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[PairRun], results_dir: Path,
-                data: dict | None = None, bench: dict | None = None) -> dict:
+                data: dict | None = None, benches: Sequence[dict] = ()) -> dict:
     """The whole ``study.json`` from the run folders (only finished runs count)."""
     collected = {r.name: c for r in runs if (c := collect_run(r, results_dir)) is not None}
     planned = list(dict.fromkeys(r.experiment for r in runs))
@@ -261,7 +261,7 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
     comparisons = [c for f in families for c in family_comparisons(f, experiments)]
     pair_entries = [p for pr in pairs if (p := collect_pair(pr, results_dir)) is not None]
     return nan_to_none({
-        "schema": 1,
+        "schema": 2,  # 2: "bench" (one file or null) became "benches" (a list)
         "meta": {**meta, "difference_rule": DIFFERENCE_RULE,
                  "precisions": sorted({c["precision"] for c in collected.values() if c["precision"]}),
                  "devices": sorted({c["device"] for c in collected.values() if c["device"]})},
@@ -275,7 +275,7 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
         "comparisons": comparisons,
         "pairs": pair_entries,
         "ceiling": ceiling_summary(runs),
-        "bench": bench,
+        "benches": list(benches),  # bench.py --json files, e.g. one per machine of a continued study
         "time": {"train_s": round(sum(c["time"]["train_s"] for c in collected.values()), 3),
                  "evaluate_s": round(sum(c["time"]["evaluate_s"] or 0.0 for c in collected.values()), 3),
                  "runs_finished": len(collected), "runs_planned": len(runs),

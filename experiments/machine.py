@@ -1,5 +1,5 @@
 """The machine and library versions a study ran with, for the report's "how to reproduce" (no date: the report of
-the same results must not change when it is rebuilt)."""
+the same results must not change when it is rebuilt), and the machine a run or a benchmark ran on."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 
 import torch
+
+from common.runtime import cpu_has_native_bf16, pick_device
 
 LIBRARIES = ("torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm")
 
@@ -45,4 +47,17 @@ def machine_info(device: torch.device) -> dict:
             "python": platform.python_version(), "libraries": {lib: _version(lib) for lib in LIBRARIES}}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_machine(device: str) -> dict:
+    """The machine that runs on ``device``: recorded with each run at its evaluation (which follows its training in
+    the same study process; a run folder never moves between machines, only carried records do) and with each
+    ``bench.py --json`` file. For the report: studies that continue on other machines (``--continue-from``) mix
+    machines whose speeds differ several-fold."""
+    dev = pick_device(device)
+    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "device": dev.type,
+            "native_bf16": cpu_has_native_bf16()}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
     return info

@@ -99,22 +99,28 @@ def _data(study: dict, results_dir: Path) -> list[str]:
     return lines
 
 
-def _performance(study: dict) -> list[str]:
-    bench = study.get("bench")
+def performance_section(study: dict) -> list[str]:
+    benches = study.get("benches") or []
     lines = ["## Performance", ""]
-    if not bench:
+    if not benches:
         return [*lines, "Not measured: no `bench.py` results (`--bench-json`) were found.", ""]
-    meta = bench["meta"]
-    rows = [[name, r["precision"], r["batch_size"], fmt(r["pure_model_step"]["images_per_s"], 1),
-             fmt(r["real_training_step"]["images_per_s"], 1), fmt(r["real_over_pure"]),
-             fmt(r["non_model_ms_per_step"], 2), fmt(r["evaluation_val"]["images_per_s"], 1),
-             fmt(r["evaluation_over_inference"]), fmt(r["peak_memory_mb"], 0)] for name, r in bench["results"].items()]
-    lines += [f"`bench.py` on this study's machine ({meta['device']}, {meta['threads']} threads, {meta['steps']} timed "
-              f"steps after {meta['warmup']} warm-up steps): the pure model step on random tensors, the real training "
-              "step (data, targets, loss), the non-model time per step, and evaluation against pure inference.", "",
-              f"Command: `{meta['command']}`", "",
-              *markdown_table(["run", "precision", "batch", "pure step img/s", "real step img/s", "real / pure",
-                               "non-model ms/step", "eval img/s", "eval / inference", "peak MB"], rows), ""]
+    lines += ["`bench.py`: the pure model step on random tensors, the real training step (data, targets, loss), the "
+              "non-model time per step, and evaluation against pure inference. One table per benchmark file "
+              "(`--bench-json`): a study continued on other machines can show each machine's.", ""]
+    for bench in benches:
+        meta = bench["meta"]
+        rows = [[name, r["precision"], r["batch_size"], fmt(r["pure_model_step"]["images_per_s"], 1),
+                 fmt(r["real_training_step"]["images_per_s"], 1), fmt(r["real_over_pure"]),
+                 fmt(r["non_model_ms_per_step"], 2), fmt(r["evaluation_val"]["images_per_s"], 1),
+                 fmt(r["evaluation_over_inference"]), fmt(r["peak_memory_mb"], 0)]
+                for name, r in bench["results"].items()]
+        # Files written before bench.py recorded its machine name only the architecture: say so, guess nothing.
+        where = machine_name(meta["machine"]) if meta.get("machine") else \
+            f"a machine this file does not name ({meta['device']}; CPU recorded as `{meta['cpu']}`)"
+        lines += [f"On {where}: {meta['threads']} threads, {meta['steps']} timed steps after {meta['warmup']} "
+                  "warm-up steps.", "", f"Command: `{meta['command']}`", "",
+                  *markdown_table(["run", "precision", "batch", "pure step img/s", "real step img/s", "real / pure",
+                                   "non-model ms/step", "eval img/s", "eval / inference", "peak MB"], rows), ""]
     if study["meta"]["quick"]:
         lines += ["In quick mode the benchmark runs a single step on the small dataset: it shows that the path works, "
                   "not how fast it is.", ""]
@@ -173,8 +179,8 @@ def _reproduce(study: dict) -> list[str]:
 
 def report_markdown(study: dict, results_dir: Path) -> str:
     lines = [*_intro(study), *findings_section(study), *_data(study, results_dir),
-             *problem1_sections(study, results_dir), *problem2_sections(study, results_dir), *_performance(study),
-             *_reproduce(study)]
+             *problem1_sections(study, results_dir), *problem2_sections(study, results_dir),
+             *performance_section(study), *_reproduce(study)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -32,8 +32,9 @@ from typing import Any
 from common.data import ensure_data, load_json
 from common.errors import UserError
 from common.io import atomic_write_json
-from common.runtime import cpu_has_native_bf16, pick_device, resolve_precision
+from common.runtime import pick_device, resolve_precision
 from common.training import write_log
+from experiments.machine import run_machine
 from experiments.progress import StudyProgress, epoch_seconds, read_log, run_kind
 from experiments.registry import NOT_IDENTITY, PairRun, Run, identity
 
@@ -187,22 +188,6 @@ def precision_conflicts(to_train: list[Run], everything: list[Run]) -> list[str]
 def evaluation_seconds(run_dir: Path) -> float | None:
     t = read_timing(run_dir)
     return t.get("evaluate_s") if t else None
-
-
-def run_machine(device: str) -> dict:
-    """The machine that evaluates a run, recorded at its evaluation, which follows its training in the same study
-    process (a run folder never moves between machines; only carried records do). For the report: studies that
-    continue on other machines (``--continue-from``) mix machines whose speeds differ several-fold."""
-    from experiments.machine import cpu_model
-
-    dev = pick_device(device)
-    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "device": dev.type,
-            "native_bf16": cpu_has_native_bf16()}
-    if dev.type == "cuda":
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(dev)
-    return info
 
 
 def read_timing(run_dir: Path) -> dict | None:

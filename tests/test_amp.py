@@ -110,7 +110,8 @@ def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_pat
 
 # Tolerances of bf16 evaluation against fp32 on a tiny trained model: the total loss to 1%, mAP and PCK to 0.05 (two
 # of the 40 keypoints). A flat heatmap moves its peak with bf16 rounding, so single predictions may move far.
-LOSS_RTOL, METRIC_ATOL = 0.01, 0.05
+# The 1e-9 lets exactly two keypoints pass: PCK is a count over 40, and 0.65 - 0.6 is 0.05000000000000004 in floats.
+LOSS_RTOL, METRIC_ATOL = 0.01, 0.05 + 1e-9
 
 
 def test_bf16_evaluation_is_close_to_fp32_on_a_tiny_trained_model(native_bf16, tiny_data):

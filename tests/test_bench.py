@@ -11,6 +11,7 @@ import torch
 
 import bench
 from common.errors import UserError
+from experiments.machine import run_machine
 
 ROWS = ("pure_model_step", "real_training_step", "pure_inference_val", "evaluation_val")
 
@@ -25,6 +26,7 @@ def test_bench_tiny_json(tiny_data, tmp_path, capsys):
     for row in doc["results"].values():
         assert set(ROWS) <= set(row) and row["batch_size"] in (16, 32)
     assert doc["meta"]["device"] == "cpu"
+    assert doc["meta"]["machine"] == run_machine("cpu")  # the report names the machine each benchmark ran on
     assert shlex.split(doc["meta"]["command"]) == ["python", "bench.py", *argv]  # re-runnable as recorded
     assert "| problem1 |" in capsys.readouterr().out
 

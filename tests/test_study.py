@@ -33,6 +33,7 @@ from experiments.registry import (
     plan,
     study_seeds,
 )
+from experiments.report import machine_name, performance_section
 from experiments.report_findings import findings_section
 from experiments.runner import EVALUATE, FINISHED, RESUME, TRAIN, config_flags, run_state
 from problem1.config import Config as Config1
@@ -193,6 +194,32 @@ def test_findings_state_each_verdict_with_its_numbers():
     assert lines[-2] == "- No value yet: `none` against `ref`."
 
 
+def test_recorded_study_command_leaves_out_where_inputs_come_from():
+    """--continue-from and --bench-json (one value or several, spaced or with '=') name inputs, not the study."""
+    from study import study_command_args
+
+    argv = ["--continue-from", "docs/report", "--seeds-for", "p1-cosine=1", "--bench-json", "a.json", "b.json",
+            "--only", "p2", "--bench-json=c.json", "--continue-from=d", "--seeds", "2"]
+    assert study_command_args(argv) == ["--seeds-for", "p1-cosine=1", "--only", "p2", "--seeds", "2"]
+    assert study_command_args(["--bench-json", "a.json"]) == []
+
+
+def test_performance_section_has_a_table_per_bench_and_names_only_recorded_machines():
+    row = {"precision": "fp32", "batch_size": 32, "pure_model_step": {"images_per_s": 45.61},
+           "real_training_step": {"images_per_s": 47.94}, "real_over_pure": 1.051, "non_model_ms_per_step": 1.452,
+           "evaluation_val": {"images_per_s": 180.2}, "evaluation_over_inference": 0.97, "peak_memory_mb": 1571.2}
+    meta = {"device": "cpu", "threads": 2, "steps": 5, "warmup": 2, "command": "python bench.py --json x.json"}
+    machine = {"cpu": "Some CPU (family 1, model 2)", "cpu_count": 2, "device": "cpu", "native_bf16": False}
+    old = {"meta": {**meta, "cpu": "x86_64"}, "results": {"problem2 heatmap": row}}
+    new = {"meta": {**meta, "cpu": machine["cpu"], "machine": machine}, "results": {"problem2 heatmap": row}}
+    text = "\n".join(performance_section({"benches": [old, new], "meta": {"quick": False}}))
+    assert text.count("| problem2 heatmap | fp32 | 32 | 45.6 | 47.9 | 1.051 | 1.45 | 180.2 | 0.970 | 1571 |") == 2
+    assert "On a machine this file does not name (cpu; CPU recorded as `x86_64`): 2 threads" in text
+    assert "On Some CPU (family 1, model 2) (2 logical CPUs, no native bf16), cpu: 2 threads" in text
+    assert text.index("x86_64") < text.index("Some CPU")  # in the order given
+    assert "Not measured" in "\n".join(performance_section({"benches": [], "meta": {"quick": False}}))
+
+
 def test_eta_from_measured_epochs():
     remaining = [("problem1", "problem1", 3, True), ("problem2 heatmap 64px", "problem2", 2, True),
                  ("problem2 regression", "problem2", 0, True)]
@@ -350,7 +377,9 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     for rel in linked_figures(report):
         assert (res / rel).is_file(), rel
     assert (res / "study" / "p2-pair" / "seed1" / "figures" / "failure_cases.png").is_file()
-    assert study["bench"]["meta"]["steps"] == 1
+    [bench] = study["benches"]
+    assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
+    assert f"On {machine_name(bench['meta']['machine'])}: " in report
 
 
 def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(quick_study):
