@@ -43,7 +43,7 @@ from common.runtime import (  # noqa: E402
     tune_cpu_allocator,
 )
 from common.timing import peak_memory_mb, reset_peak_memory, sync, time_steps  # noqa: E402
-from experiments.machine import cpu_model, run_machine  # noqa: E402
+from experiments.machine import run_machine  # noqa: E402
 
 
 def _rates(batch: int, seconds: float) -> dict:
@@ -263,11 +263,8 @@ def main(argv: list[str] | None = None) -> None:
                     rows[f"problem2 {method}{suffix}{amp_suffix}"] = r
     sync(device)
     meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": cpu_model(), "machine": run_machine(str(device)), "steps": args.steps, "warmup": args.warmup,
-            "compile": args.compile,
+            "machine": run_machine(str(device)), "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
             "command": command_line("bench.py", argv)}
-    if device.type == "cuda":
-        meta["gpu"] = torch.cuda.get_device_name(device)
     print(format_table(rows))
     speedups = amp_speedups(rows)
     for name, s in speedups.items():

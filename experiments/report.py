@@ -116,7 +116,7 @@ def performance_section(study: dict) -> list[str]:
                 for name, r in bench["results"].items()]
         # Files written before bench.py recorded its machine name only the architecture: say so, guess nothing.
         where = machine_name(meta["machine"]) if meta.get("machine") else \
-            f"a machine this file does not name ({meta['device']}; CPU recorded as `{meta['cpu']}`)"
+            f"a machine this file does not name ({meta['device']}; CPU recorded as `{meta.get('cpu', 'nothing')}`)"
         lines += [f"On {where}: {meta['threads']} threads, {meta['steps']} timed steps after {meta['warmup']} "
                   "warm-up steps.", "", f"Command: `{meta['command']}`", "",
                   *markdown_table(["run", "precision", "batch", "pure step img/s", "real step img/s", "real / pure",
