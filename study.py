@@ -45,6 +45,7 @@ from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
 from experiments.figures import write_figures  # noqa: E402
 from experiments.machine import machine_info  # noqa: E402
+from experiments.parallel import default_threads, run_study_parallel  # noqa: E402
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
                    "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
                    "when its folder here is empty and its config equals this study's; everything else is trained here")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each in its own process (on a "
+                   "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
+    p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "
+                   "(default: all of them with --jobs 1, else the cores shared out among the jobs)")
     p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
     # For tests: an even smaller --quick.
     p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
@@ -153,9 +158,11 @@ def previous_plan(path: Path) -> dict | None:
     return plan_ if plan_["seeds"] >= 1 else None
 
 
-# Options that say where inputs come from, not what the study computes: the earlier runs (``--continue-from DIR``)
-# and the benchmark files (``--bench-json PATH...``, whose tables print their own commands).
-INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None}  # values taken: 1, or None for all up to the next flag
+# Options that say where inputs come from or how the runs are scheduled, not what the study computes: the earlier
+# runs (``--continue-from DIR``), the benchmark files (``--bench-json PATH...``, whose tables print their own
+# commands) and the runs at once (``--jobs``, ``--threads-per-run``: each run records its own thread count).
+# Values each takes: 1, or None for all up to the next flag.
+INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None, "--jobs": 1, "--threads-per-run": 1}
 
 
 def study_command_args(argv: list[str]) -> list[str]:
@@ -178,6 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1 (got {seeds})")
+    if not 1 <= args.jobs <= 64:
+        raise UserError(f"--jobs must be between 1 and 64 (got {args.jobs})")
+    if args.threads_per_run is not None and not 1 <= args.threads_per_run <= 256:
+        raise UserError(f"--threads-per-run must be between 1 and 256 (got {args.threads_per_run})")
     if min(args.quick_images) < 1 or min(args.quick_epochs) < 1:
         raise UserError("--quick-images and --quick-epochs must be >= 1")
     if args.quick and args.data_dir is not None:
@@ -236,7 +247,15 @@ def main(argv: list[str] | None = None) -> None:
                             "(--only, --experiments)")
         if args.quick:
             ensure_quick_data(Path(data_dir), *args.quick_images)
-        counts = run_study(runs, all_pairs, results, args.device)
+        if args.jobs > 1:
+            threads = args.threads_per_run or default_threads(args.jobs)
+            counts = run_study_parallel(runs, all_pairs, results, args.device, args.jobs, threads)
+        else:
+            if args.threads_per_run:
+                import torch
+
+                torch.set_num_threads(args.threads_per_run)
+            counts = run_study(runs, all_pairs, results, args.device)
         print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
         for path in bench_paths:
             if not path.is_file() and not args.no_bench:

@@ -21,7 +21,9 @@ def pyplot():
 
 def save_figure(fig, path: str | Path, dpi: int = 120, **kwargs) -> Path:
     """Write ``fig`` atomically and close it: pyplot keeps every open figure alive until it is closed, so a script
-    drawing dozens of them would otherwise grow without bound (and warn after 20)."""
+    drawing dozens of them would otherwise grow without bound (and warn after 20). The saved area grows to hold
+    legends placed outside the axes (``bbox_inches='tight'``), so none is cut off."""
+    kwargs.setdefault("bbox_inches", "tight")
     try:
         return atomic_savefig(fig, path, dpi=dpi, **kwargs)
     finally:
@@ -55,29 +57,46 @@ def image_grid(n: int, max_cols: int, cell_inches: tuple[float, float]) -> tuple
 def plot_training_curves(path: str | Path, losses: Mapping[str, tuple[Sequence, Sequence, Sequence, str | None]],
                          metrics: Mapping[str, tuple[Sequence, Sequence, dict]], *, loss_ylabel: str,
                          metric_ylabel: str, metric_title: str, metric_ylim: tuple[float, float] = (0, 1.01),
-                         figsize: tuple[float, float] = (12, 4.5), dpi: int = 120, legend_fontsize: float = 7,
-                         loss_legend_cols: int = 1) -> Path:
-    """The ``training_curves`` figure of both problems: loss per epoch (left, log scale) and a validation metric.
+                         figsize: tuple[float, float] = (12, 5.2), dpi: int = 120, legend_fontsize: float = 7,
+                         loss_legend_cols: int = 1, selected: Mapping[str, tuple[int, str | None]] | None = None,
+                         title: str = "") -> Path:
+    """The ``training_curves`` figure of both problems: loss per epoch (left) and a validation metric (right).
 
     Args:
         losses: per series label ``(epochs, train_loss, val_loss, color)``; train solid, validation dashed in the
             same colour, so each series reads as one pair.
         metrics: per curve label ``(epochs, values, plot_kwargs)``.
+        selected: per label ``(epoch, color)``: the checkpoint the evaluation scores (lowest validation loss),
+            marked by a dotted vertical line in both panels.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize)
+    values = []
     for label, (epochs, train, val, color) in losses.items():
         ax1.plot(epochs, train, color=color, label=f"train {label}")
         ax1.plot(epochs, val, color=color, ls="--", label=f"val {label}")
-    ax1.set(xlabel="epoch", ylabel=loss_ylabel, title="Loss by epoch (solid train, dashed validation)", yscale="log")
-    ax1.legend(fontsize=legend_fontsize, ncol=loss_legend_cols)
-    for label, (epochs, values, kwargs) in metrics.items():
-        ax2.plot(epochs, values, label=label, **kwargs)
+        values += [v for v in (*train, *val) if v is not None and v > 0]
+    # Log scale only where the losses span more than a decade; inside one, a log axis shows one or two tick labels.
+    log = bool(values) and max(values) / min(values) > 10
+    ax1.set(xlabel="epoch", ylabel=loss_ylabel, title="Loss by epoch (solid train, dashed validation)",
+            yscale="log" if log else "linear")
+    for label, (epochs, vals, kwargs) in metrics.items():
+        ax2.plot(epochs, vals, label=label, **kwargs)
     ax2.set(xlabel="epoch", ylabel=metric_ylabel, ylim=metric_ylim, title=metric_title)
-    ax2.legend(fontsize=legend_fontsize)
+    for label, (epoch, color) in (selected or {}).items():
+        for ax in (ax1, ax2):
+            ax.axvline(epoch, color=color or "0.3", ls=":", lw=1.2,
+                       label=f"selected: epoch {epoch}" + (f" ({label})" if len(selected) > 1 else "")
+                       if ax is ax2 else None)
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers; no "2.5" ticks
+        ax.grid(alpha=0.25)
+        # below the panel: curves fill the corners of both axes, so no inside position is free everywhere
+        ax.legend(fontsize=legend_fontsize, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
+                  ncol=max(loss_legend_cols, 2) if ax is ax1 else 3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, dpi=dpi)

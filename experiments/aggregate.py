@@ -9,7 +9,6 @@ only the receptive fields are computed, from the model definition. So ``--report
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections.abc import Iterable, Sequence
@@ -20,8 +19,18 @@ from common.data import load_json
 from common.errors import UserError
 from common.io import atomic_write_json
 from common.report import nan_to_none
+from experiments.findings import build_findings
 from experiments.progress import epoch_seconds
 from experiments.registry import Family, PairRun, Registry, Run, identity
+from experiments.rule import (  # noqa: F401  (re-exported: the study's rule, read from here by the report and tests)
+    DIFFERENCE_RULE,
+    DIFFERS,
+    NOT_RUN,
+    NOT_TESTED,
+    WITHIN_NOISE,
+    compare,
+    mean_std,
+)
 from experiments.runner import (
     FINISHED,
     PAIR_FILE,
@@ -37,13 +46,6 @@ from experiments.runner import (
 )
 from problem1.config import CLASS_NAMES
 from problem2.metrics import KEYPOINT_GROUPS, THRESHOLDS
-
-DIFFERENCE_RULE = ("two experiments differ in a metric when |mean_a - mean_b| > 2 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b), "
-                   "twice the standard error of the difference of the means (sample standard deviations over seeds, "
-                   "both n >= 2); otherwise the difference is within noise; with one seed on either side it is not "
-                   "tested. With 2-3 seeds this is a screen against reading seed noise as an effect, not a calibrated "
-                   "significance test")
-WITHIN_NOISE, DIFFERS, NOT_TESTED, NOT_RUN = "within noise", "differs", "not tested (one seed)", "not run"
 
 # Headline metrics: (key in study.json, label in the report, decimals shown). Every one gets a mean and a std.
 P1_HEADLINE = (
@@ -70,32 +72,6 @@ HEADLINE = {"problem1": P1_HEADLINE, "problem2": P2_HEADLINE}
 # The metrics each comparison is judged on (the report's comparison tables).
 COMPARED = {"problem1": ("map50", *(f"ap50_{c}" for c in CLASS_NAMES)),
             "problem2": (*(f"pck@{t:g}" for t in THRESHOLDS), "auc", "mean_px_error")}
-
-
-# --- statistics (pure) -----------------------------------------------------------------------------------------
-
-def _finite(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-
-
-def mean_std(values: Iterable[Any]) -> dict:
-    """``{'mean', 'std', 'n'}`` over the finite values (None/NaN are a run without that number): the sample standard
-    deviation (ddof 1), ``None`` for fewer than two values; the mean ``None`` for none."""
-    v = _finite(values)
-    return {"mean": statistics.fmean(v) if v else None, "std": statistics.stdev(v) if len(v) >= 2 else None,
-            "n": len(v)}
-
-
-def compare(a: dict, b: dict) -> dict:
-    """``a`` against ``b`` (each a :func:`mean_std` dict) under :data:`DIFFERENCE_RULE`:
-    ``{'diff': mean_a - mean_b, 'threshold', 'verdict'}``."""
-    if not a["n"] or not b["n"]:
-        return {"diff": None, "threshold": None, "verdict": NOT_RUN}
-    diff = a["mean"] - b["mean"]
-    if a["n"] < 2 or b["n"] < 2:
-        return {"diff": diff, "threshold": None, "verdict": NOT_TESTED}
-    threshold = 2 * math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return {"diff": diff, "threshold": threshold, "verdict": DIFFERS if abs(diff) > threshold else WITHIN_NOISE}
 
 
 # --- the headline numbers of one run (pure functions of its metrics.json) -------------------------------------
@@ -132,6 +108,16 @@ def p1_details(m: dict, receptive_fields: list[int]) -> dict:
             "confusion_matrix": m["confusion_matrix"]}
 
 
+def p2_details(metrics: dict, method_result: dict) -> dict:
+    """What the study's figures draw for one problem-2 run besides the headline: its PCK curve (4 decimals, which
+    is finer than 1 of the 1000 keypoints of the validation set)."""
+    curve = method_result["metrics"].get("curve")
+    thresholds = metrics.get("dense_thresholds")
+    if not curve or not thresholds:
+        return {}
+    return {"pck_curve": {"thresholds": thresholds, "pck": [round(v, 4) for v in curve]}}
+
+
 def receptive_fields(config: Any) -> list[int]:
     from problem1.model import build_model
 
@@ -166,14 +152,18 @@ def collect_run(run: Run, results_dir: Path) -> dict | None:
         result = metrics["methods"].get(run.method)
         if result is None:
             raise UserError(f"{run.dir / 'metrics.json'}: has no {run.method} results")
-        headline, details = p2_headline(result), {}
+        headline, details = p2_headline(result), p2_details(metrics, result)
     return {"experiment": run.experiment, "problem": run.problem, "seed": run.seed,
             "dir": os.path.relpath(run.dir, results_dir), "config": identity(run.problem, config),
             "precision": config.get("precision"), "device": config.get("resolved_device"),
-            "train_command": train_command(run),
-            "evaluate_command": evaluate_command(run.problem, run.config.data_dir, run.dir, run.config.device),
+            # the commands the run was made with (its config.json), not this invocation's: --report-only with other
+            # flags (another --device, say) must describe the same runs in the same words
+            "train_command": config.get("command") or train_command(run),
+            "evaluate_command": evaluate_command(run.problem, config.get("data_dir", run.config.data_dir), run.dir,
+                                                 config.get("device", run.config.device)),
             "metrics": nan_to_none(headline), "details": nan_to_none(details), "time": run_time(run, log),
-            "machine": (read_timing(run.dir) or {}).get("machine")}
+            "machine": (read_timing(run.dir) or {}).get("machine"),
+            "threads": (read_timing(run.dir) or {}).get("threads")}
 
 
 def collect_pair(pair: PairRun, results_dir: Path) -> dict | None:
@@ -183,10 +173,13 @@ def collect_pair(pair: PairRun, results_dir: Path) -> dict | None:
         record = read_carried(pair.dir)
         return {**record["entry"], "dir": os.path.relpath(pair.dir, results_dir), "carried_from": record["source"]}
     m = load_json(pair.dir / "metrics.json")
+    first = next(iter(pair.members.values()))
+    # as the study evaluated it: with the data and device its members were trained with (their config.json)
+    config = load_json(first.dir / "config.json") if (first.dir / "config.json").is_file() else {}
     return {"pair": pair.pair, "seed": pair.seed, "dir": os.path.relpath(pair.dir, results_dir),
             "members": load_json(pair.dir / PAIR_FILE)["members"],
-            "evaluate_command": evaluate_command("problem2", next(iter(pair.members.values())).config.data_dir,
-                                                 pair.dir, next(iter(pair.members.values())).config.device),
+            "evaluate_command": evaluate_command("problem2", config.get("data_dir", first.config.data_dir), pair.dir,
+                                                 config.get("device", first.config.device)),
             "failures": m.get("failures"), "num_images": m["num_images"]}
 
 
@@ -199,9 +192,13 @@ def ceiling_summary(runs: Sequence[Run]) -> dict | None:
             if c:
                 return c
         if run.problem == "problem2" and not run.config.canonical_hands and (run.dir / "metrics.json").is_file():
-            c = load_json(run.dir / "metrics.json").get("ceiling")
+            m = load_json(run.dir / "metrics.json")
+            c = m.get("ceiling")
             if c:
-                return nan_to_none({"pck": c["pck"], "auc": c["auc"], "sum_over_thresholds": c["sum_over_thresholds"],
+                curve = {"thresholds": m.get("dense_thresholds"), "pck": [round(v, 4) for v in c["curve"]]} \
+                    if c.get("curve") and m.get("dense_thresholds") else None
+                return nan_to_none({"pck": c["pck"], "auc": c["auc"], "curve": curve,
+                                    "sum_over_thresholds": c["sum_over_thresholds"],
                                     "best_single_prediction_sum": c["best_single_prediction_sum"],
                                     "strategies": {s: {k: v for k, v in d.items() if k != "curve"}
                                                    for s, d in c["strategies"].items()}})
@@ -219,7 +216,7 @@ def experiment_summary(key: str, registry: Registry, runs: list[Run], collected:
     times = {k: None if any(c["time"].get(k) is None for c in finished) else
              round(sum(c["time"][k] for c in finished), 3) for k in ("train_s", "cpu_s", "evaluate_s")}
     return {"problem": exp.problem, "title": exp.title, "aliases": list(exp.aliases), "overrides": exp.overrides,
-            "train_command": train_command(mine[0]) if mine else None,
+            "train_command": finished[0]["train_command"] if finished else train_command(mine[0]) if mine else None,
             "planned_seeds": [r.seed for r in mine], "seeds": [c["seed"] for c in finished], "n": len(finished),
             "metrics": metrics, "time": times}
 
@@ -260,8 +257,8 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
     families = [f for f in registry.families if any(m in experiments for m in f.members)]
     comparisons = [c for f in families for c in family_comparisons(f, experiments)]
     pair_entries = [p for pr in pairs if (p := collect_pair(pr, results_dir)) is not None]
-    return nan_to_none({
-        "schema": 2,  # 2: "bench" (one file or null) became "benches" (a list)
+    study = nan_to_none({
+        "schema": 3,  # 2: "bench" (one file or null) became "benches" (a list); 3: "findings"
         "meta": {**meta, "difference_rule": DIFFERENCE_RULE,
                  "precisions": sorted({c["precision"] for c in collected.values() if c["precision"]}),
                  "devices": sorted({c["device"] for c in collected.values() if c["device"]})},
@@ -282,6 +279,9 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
                  "runs_carried": sum(1 for c in collected.values() if c.get("carried_from"))},
         "machines": machines_summary(collected.values()),
     })
+    # The answers are computed here, once, from the numbers above; the report and the README only print them.
+    study["findings"] = nan_to_none(build_findings(study))
+    return study
 
 
 def write_study(path: Path, study: dict) -> Path:

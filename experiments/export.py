@@ -1,9 +1,11 @@
-"""``--export DIR``: the committable copy of a study: ``REPORT.md``, ``study.json`` and exactly the PNGs that
-``REPORT.md`` links, at the same relative paths, each downscaled with Pillow until it is at most
-:data:`MAX_FIGURE_BYTES`. Nothing else: no checkpoints, logs or unlinked figures."""
+"""``--export DIR``: the committable copy of a study: ``REPORT.md``, ``study.json``, exactly the PNGs that
+``REPORT.md`` links and the runs' own PNGs its multi-panel figures are drawn from (so a study continued from the
+export draws them again), at the same relative paths, each downscaled with Pillow until it is at most
+:data:`MAX_FIGURE_BYTES`. Nothing else: no checkpoints, logs or other figures."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.io import atomic_write_bytes
+from experiments.figures import panel_sources
 from experiments.report import REPORT_NAME
 
 MAX_FIGURE_BYTES = 1_000_000
@@ -66,7 +69,13 @@ def export(results_dir: Path, out_dir: Path) -> dict:
     if out_dir.resolve() == results_dir.resolve():
         raise UserError(f"--export {out_dir}: is the results folder itself")
     report = report_path.read_text()
-    figures = linked_figures(report)
+    try:
+        study = json.loads(study_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--export: {study_path} is not readable JSON ({e})") from None
+    sources = [rel for rel, _ in panel_sources(study) if (results_dir / rel).is_file()] \
+        if isinstance(study, dict) and isinstance(study.get("runs"), list) else []
+    figures = list(dict.fromkeys([*linked_figures(report), *sources]))
     for rel in figures:  # every link checked before anything is written
         src = results_dir / rel
         if Path(rel).is_absolute() or not _inside(src, results_dir):

@@ -1,4 +1,6 @@
-"""The study's own figures: samples of the data, and each experiment's headline metric over its seeds."""
+"""The study's own figures, written into ``RESULTS/figures/``: samples of the data, the two overview figures, the
+receptive field, the per-experiment figure of problem 2, and multi-panel figures that put the same figure of several
+runs side by side (so the report shows one figure where it would show one per experiment)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +10,29 @@ import numpy as np
 from PIL import Image
 
 from common.plotting import framed, image_grid, pyplot, save_figure
+from experiments.figures_problem1 import plot_p1_overview, plot_receptive_field
+from experiments.figures_problem2 import plot_p2_experiments, plot_p2_overview
+from experiments.report_common import first_run
 from problem1.config import CLASS_NAMES
 
 FIGURES_DIR = "figures"  # RESULTS/figures/
 CLASS_COLORS = {"circle": "#8c0000", "square": "#005c00", "triangle": "#00008c"}  # darker than the shapes' fills
 SAMPLES = 8
-FIGURES = {name: f"{FIGURES_DIR}/{name}.png" for name in ("data_detection", "data_keypoints", "p1_map50", "p2_pck005")}
+# The runs' own figures that the report shows as one multi-panel figure: name -> (experiments, file in each
+# seed-641 run folder, panel layout rows x cols per run, caption).
+PANELS = {
+    "p1_pr_curves": (("p1-spec", "p1-dilation3", "p1-cosine"), "visualizations/pr_curves.png", "row",
+                     "Precision-recall per class at IoU 0.5"),
+    "p1_detections": (("p1-spec", "p1-dilation3"), "visualizations/detections.png", "column",
+                      "Validation detections"),
+    "p1_training_curves": (("p1-spec", "p1-dilation3", "p1-cosine"), "visualizations/training_curves.png",
+                           "column", "Loss and validation AP by epoch"),
+    "p2_training_curves": (("p2-heatmap", "p2-regression", "p2-integral", "p2-simcc"), "figures/training_curves.png",
+                           "column", "Loss and validation PCK by epoch"),
+}
+FIGURES = {name: f"{FIGURES_DIR}/{name}.png" for name in ("data_detection", "data_keypoints", "p1_overview",
+                                                          "p1_receptive_field", "p2_overview", "p2_experiments",
+                                                          *PANELS)}
 
 
 def _annotations(path: Path) -> dict:
@@ -75,47 +94,65 @@ def plot_keypoint_samples(data_dir: Path, path: Path, n: int = SAMPLES) -> Path 
     return save_figure(fig, path)
 
 
-def plot_experiment_metric(study: dict, problem: str, metric: str, path: Path) -> Path | None:
-    """One bar per experiment of ``problem``: the mean of ``metric`` over seeds, the seed spread (+-1 std) and each
-    seed's value as a dot."""
-    keys = [k for k, e in study["experiments"].items() if e["problem"] == problem and e["metrics"][metric]["n"]]
-    if not keys:
+def compose(images: list[tuple[Path, str]], path: Path, layout: str, title: str) -> Path | None:
+    """The PNGs ``images`` (path, panel title) in one figure, side by side (``layout='row'``) or one above the other
+    (``'column'``), each at its own pixel size (no resampling), under ``title``."""
+    images = [(p, t) for p, t in images if p.is_file()]
+    if not images:
         return None
-    label = next(h["label"] for h in study["headline"][problem] if h["key"] == metric)
-    values = {k: [r["metrics"].get(metric) for r in study["runs"] if r["experiment"] == k] for k in keys}
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p, _ in images]
+    dpi, title_px = 100, 40
+    if layout == "row":
+        w, h = sum(a.shape[1] for a in arrays), max(a.shape[0] for a in arrays) + title_px
+    else:
+        w, h = max(a.shape[1] for a in arrays), sum(a.shape[0] + title_px for a in arrays)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(keys) + 1.4))
-    y = np.arange(len(keys))
-    means = [study["experiments"][k]["metrics"][metric]["mean"] for k in keys]
-    stds = [study["experiments"][k]["metrics"][metric]["std"] or 0.0 for k in keys]
-    ax.barh(y, means, xerr=stds, color="#9ecae1", edgecolor="#3182bd", capsize=3, label="mean +- 1 std over seeds")
-    for i, k in enumerate(keys):
-        v = [x for x in values[k] if x is not None]
-        ax.scatter(v, [i] * len(v), color="black", s=12, zorder=3, label="one seed" if i == 0 else None)
-    ceiling = (study.get("ceiling") or {}).get("pck", {}).get(metric.removeprefix("pck@")) \
-        if metric.startswith("pck@") else None
-    if ceiling is not None:  # the bound every method shares: no labelling of the hands can be learnt beyond it
-        ax.axvline(ceiling, color="black", ls="--", lw=1, label=f"hand-ambiguity ceiling ({ceiling:.3f})")
-    for i, (m, s) in enumerate(zip(means, stds, strict=True)):  # the value itself, so no one reads it off the axis
-        ax.text(m + s + 0.01, i, f"{m:.3f}", va="center", fontsize=8)
-    ax.set_yticks(y, [f"{k} (n={study['experiments'][k]['metrics'][metric]['n']})" for k in keys], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.08)  # both plotted metrics are fractions; the margin holds the value labels
-    which = "problem 1" if problem == "problem1" else "problem 2"
-    ax.set(xlabel=f"validation {label}", title=f"{label} per experiment ({which}; best-validation-loss epoch)")
-    # outside the axes: bars start at 0 and reach across most of the plot, so any inside corner hides one
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    fig = plt.figure(figsize=(w / dpi, (h + title_px) / dpi), dpi=dpi)
+    x = y = 0
+    for a, (_, t) in zip(arrays, images, strict=True):
+        ah, aw = a.shape[:2]
+        top = y + title_px
+        ax = fig.add_axes((x / w, 1 - (top + ah) / (h + title_px) - title_px / (h + title_px), aw / w,
+                           ah / (h + title_px)))
+        ax.imshow(a)
+        ax.axis("off")
+        ax.set_title(t, fontsize=11, fontweight="bold", loc="left")
+        if layout == "row":
+            x += aw
+        else:
+            y += ah + title_px
+    fig.suptitle(title, fontsize=13, y=1 - 8 / (h + title_px), va="top")
+    return save_figure(fig, path, dpi=dpi, bbox_inches=None)  # the exact canvas: every panel at its own pixels
+
+
+def panel_sources(study: dict, name: str | None = None) -> list[tuple[str, str]]:
+    """The runs' own figures that the multi-panel figure ``name`` (every one: ``None``) is drawn from, as
+    ``(path relative to the results folder, panel title)``. An export keeps them beside the report, so that a study
+    continued from it (``--continue-from``) can draw the same panels again."""
+    out = []
+    for key, (keys, rel, _, _) in PANELS.items():
+        if name in (None, key):
+            out += [(f"{r['dir']}/{rel}", f"{r['experiment']} (seed {r['seed']})")
+                    for k in keys if (r := first_run(study, k)) is not None]
+    return out
 
 
 def write_figures(study: dict, results_dir: Path, data_dir: Path) -> list[str]:
     """Every study figure (:data:`FIGURES`, under ``results_dir``) that its data allows; returns the names drawn."""
+    best = next((f["numbers"].get("best_regression_variant") for f in study.get("findings", [])
+                 if f["numbers"].get("best_regression_variant")), None)
+    draws = {"data_detection": lambda p: plot_detection_samples(data_dir, p),
+             "data_keypoints": lambda p: plot_keypoint_samples(data_dir, p),
+             "p1_overview": lambda p: plot_p1_overview(study, p),
+             "p1_receptive_field": lambda p: plot_receptive_field(study, data_dir, p),
+             "p2_overview": lambda p: plot_p2_overview(study, best, p),
+             "p2_experiments": lambda p: plot_p2_experiments(study, p)}
+    for name, (_, _, layout, title) in PANELS.items():
+        panels = [(results_dir / rel, caption) for rel, caption in panel_sources(study, name)]
+        draws[name] = lambda p, panels=panels, layout=layout, title=title: compose(panels, p, layout, title)
     made = []
-    for name, draw in (("data_detection", lambda p: plot_detection_samples(data_dir, p)),
-                       ("data_keypoints", lambda p: plot_keypoint_samples(data_dir, p)),
-                       ("p1_map50", lambda p: plot_experiment_metric(study, "problem1", "map50", p)),
-                       ("p2_pck005", lambda p: plot_experiment_metric(study, "problem2", "pck@0.05", p))):
+    for name, draw in draws.items():
         if draw(results_dir / FIGURES[name]) is not None:
             made.append(name)
     return made
+

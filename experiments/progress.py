@@ -86,18 +86,19 @@ def format_eta(seconds: float, unmeasured: int, total_remaining: int) -> str:
 
 class StudyProgress:
     """The overall line (a tqdm bar at position 0; the trainers' epoch bars open below it), or, without a terminal
-    or with ``PROGRESS=0``, one plain line per run."""
+    or with ``PROGRESS=0``, one plain line per run. With ``jobs`` runs at once (``study.py --jobs``) the line names
+    every running run with its epoch, and the ETA divides the remaining work by ``jobs``."""
 
     def __init__(self, runs: list[Run], epochs_done: dict[str, int], evaluated: dict[str, bool],
-                 per_epoch: dict[str, list[float]], per_eval: dict[str, list[float]]):
+                 per_epoch: dict[str, list[float]], per_eval: dict[str, list[float]], jobs: int = 1):
         self.runs, self.done, self.evaluated = runs, epochs_done, evaluated
-        self.per_epoch, self.per_eval = per_epoch, per_eval
+        self.per_epoch, self.per_eval, self.jobs = per_epoch, per_eval, jobs
         # tqdm's own remaining time extrapolates runs per second, which means nothing when runs differ 100-fold
         self.bar = progress(None, desc="study", total=len(runs), unit="run", position=0, leave=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} runs, {elapsed} "
                                        "elapsed{postfix}")
         self._lock = threading.RLock()  # the monitor thread and the main thread both record epochs
-        self._current: Run | None = None
+        self._current: dict[str, Run] = {}  # the runs in progress, by name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,29 +107,35 @@ class StudyProgress:
                       not self.evaluated.get(r.name, False)) for r in self.runs
                      if not self.evaluated.get(r.name, False)]
         seconds, unmeasured = estimate(remaining, self.per_epoch, self.per_eval)
-        return format_eta(seconds, unmeasured, len(remaining))
+        # runs at once share the remaining work (roughly: the last runs of a study may leave workers idle)
+        return format_eta(seconds / self.jobs, unmeasured, len(remaining))
+
+    def _running(self) -> str:
+        return ", ".join(f"{r.name} (epoch {self.done.get(r.name, 0)}/{r.config.epochs})"
+                         for r in self._current.values())
 
     def start(self, i: int, run: Run, what: str) -> None:
         line = f"run {i}/{len(self.runs)} {run.name} ({what})"
+        with self._lock:
+            self._current[run.name] = run
         if self.bar.disable:
             print(f"{line}  {self.eta()}", flush=True)
             return
-        self.bar.set_description_str(line)
+        self.bar.set_description_str(line if self.jobs == 1 else f"running {self._running()}")
         self.bar.set_postfix_str(self.eta())
-        self._current = run
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._monitor, daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._monitor, daemon=True)
+            self._thread.start()
 
     def _monitor(self) -> None:
-        """Re-read the current run's log now and then, so the ETA moves with every epoch, not only between runs."""
+        """Re-read the running runs' logs now and then, so the ETA moves with every epoch, not only between runs."""
         while not self._stop.wait(MONITOR_SECONDS):
-            run = self._current
-            if run is None:
-                continue
-            log = read_log(run.dir / "training_log.json")
             with self._lock:
-                self.record_log(run, log)
+                for run in list(self._current.values()):
+                    self.record_log(run, read_log(run.dir / "training_log.json"))
+                if self.jobs > 1:
+                    self.bar.set_description_str(f"running {self._running()}")
                 self.bar.set_postfix_str(self.eta())
 
     def record_log(self, run: Run, log: list[dict], previous: int | None = None) -> None:
@@ -148,11 +155,15 @@ class StudyProgress:
         self.bar.update(1)
 
     def finish(self, run: Run, evaluate_s: float | None) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._current = None
+        with self._lock:
+            self._current.pop(run.name, None)
+        if not self._current:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+                self._thread = None
+        if self.bar.disable and self.jobs > 1:
+            print(f"finished {run.name}; running {self._running() or 'nothing'}  {self.eta()}", flush=True)
         self.evaluated[run.name] = True
         if evaluate_s is not None:
             self.per_eval.setdefault(run.problem, []).append(evaluate_s)

@@ -11,59 +11,18 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.io import atomic_write_text
-from common.report import fmt, markdown_table
+from common.report import markdown_table
 from experiments.export import STUDY_JSON
 from experiments.figures import FIGURES
 from experiments.progress import format_duration
-from experiments.report import REPORT_NAME, machine_name
-from experiments.report_common import exp_cell, family, fewer_seeds_note, first_run, stat_cell
+from experiments.report import REPORT_NAME, findings_list
+from experiments.report_appendix import machine_name
+from experiments.report_common import members
 
 BEGIN = "<!-- study:begin -->"
 END = "<!-- study:end -->"
-P1_METRICS = ["map50", "ap50_circle", "ap50_square", "ap50_triangle"]
-P2_METRICS = ["pck@0.05", "pck@0.1", "pck@0.2", "auc"]
-# The headline rows: problem 1's three experiments and problem 2's four methods (the specified pair, integral and
-# SimCC); the ablations stay in the report.
+# The experiments whose run time the README gives: problem 1's three and problem 2's four methods.
 P1_FAMILY, P2_FAMILY = "p1-main", "p2-methods"
-P1_FAMILY_REFERENCE = "p1-spec"  # whose scale-specialisation figure the README shows
-
-
-def _members(study: dict, key: str) -> list[str]:
-    fam = family(study, key)
-    return [k for k in fam["members"] if k in study["experiments"]] if fam else []
-
-
-def _verdict(study: dict, family: str, key: str, metric: str) -> str:
-    """``key`` against what the family compares it with, under the study's difference rule."""
-    comps = [c for c in study["comparisons"] if c["family"] == family and c["metric"] == metric]
-    c = next((c for c in comps if c["a"] == key), None)
-    if c is None:
-        return "(reference)" if any(c["b"] == key for c in comps) else "no comparison"
-    if c["diff"] is None:
-        return f"against `{c['b']}`: {c['verdict']}"
-    return f"against `{c['b']}`: {c['diff']:+.3f}, {c['verdict']}"
-
-
-def _table(study: dict, problem: str, family: str, metrics: list[str], extra: list[list[str]] = ()) -> list[str]:
-    """One row per family member (and the ``extra`` rows): "mean ± std (n)" per metric, and the verdict against
-    the family's reference in the first metric."""
-    keys = _members(study, family)
-    if not keys:
-        return []
-    h = {x["key"]: x for x in study["headline"][problem]}
-    rows = [[exp_cell(study, k), *(stat_cell(study["experiments"][k]["metrics"][m], h[m]["digits"]) for m in metrics),
-             _verdict(study, family, k, metrics[0])] for k in keys] + list(extra)
-    header = ["experiment", *(h[m]["label"] for m in metrics), f"{h[metrics[0]]['label']}: difference, verdict"]
-    return markdown_table(header, rows) + fewer_seeds_note(study, keys)
-
-
-def _ceiling_rows(study: dict) -> list[list[str]]:
-    """The hand-ambiguity ceiling as a row of the problem-2 table: the best any predictor can score on these labels."""
-    c = study.get("ceiling")
-    if not c:
-        return []
-    cells = [fmt(c["pck"][m.removeprefix("pck@")]) if m.startswith("pck@") else fmt(c["auc"]) for m in P2_METRICS]
-    return [["hand-ambiguity ceiling (no predictor can score higher on these labels)", *cells, ""]]
 
 
 def _median(values) -> float | None:
@@ -73,7 +32,7 @@ def _median(values) -> float | None:
 
 def _run_times(study: dict) -> list[str]:
     """Training time of one run of each headline experiment: the medians over its finished runs, by machine."""
-    keys = [*_members(study, P1_FAMILY), *_members(study, P2_FAMILY)]
+    keys = [*members(study, P1_FAMILY), *members(study, P2_FAMILY)]
     groups: dict[tuple, list[dict]] = {}
     for r in study["runs"]:
         if r["experiment"] in keys:
@@ -102,32 +61,20 @@ def _figure(report_dir: Path, readme_dir: Path, rel: str, caption: str) -> list[
 
 def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
     """The markdown between :data:`BEGIN` and :data:`END` (markers included), from ``study`` (the ``study.json`` in
-    ``report_dir``); links are relative to ``readme_dir``."""
+    ``report_dir``): the study's findings in words, each linking to its evidence in the report, the two overview
+    figures and the time one run takes; links are relative to ``readme_dir``."""
     rel = Path(os.path.relpath(report_dir, readme_dir)).as_posix()
     t = study["time"]
     lines = [BEGIN,
              f"From [`{rel}/{STUDY_JSON}`]({rel}/{STUDY_JSON}), written by `{study['meta']['command']}`: "
              f"{t['runs_finished']} of {t['runs_planned']} planned runs finished, "
-             f"{format_duration(t['train_s'])} of training"
-             f"{' so far' if t['runs_finished'] < t['runs_planned'] else ''}. "
-             "Cells read \"mean ± sample standard deviation (number of seeds)\"; the last column applies the study's "
-             f"difference rule to the first metric. Every table and figure is in [`{rel}/{REPORT_NAME}`]"
-             f"({rel}/{REPORT_NAME}).", ""]
-    p1 = _table(study, "problem1", P1_FAMILY, P1_METRICS)
-    if p1:
-        lines += ["**Problem 1**, validation AP of the best-validation-loss checkpoint:", "", *p1, ""]
-        lines += _figure(report_dir, readme_dir, FIGURES["p1_map50"], "mAP@0.5 per problem-1 experiment")
-        run = first_run(study, P1_FAMILY_REFERENCE)
-        if run is not None:
-            lines += _figure(report_dir, readme_dir, f"{run['dir']}/visualizations/scale_specialisation.png",
-                             f"Which scale finds which objects (`{P1_FAMILY_REFERENCE}`, seed {run['seed']})")
-    p2 = _table(study, "problem2", P2_FAMILY, P2_METRICS, _ceiling_rows(study))
-    if p2:
-        lines += ["**Problem 2**, validation PCK of the best-validation-loss checkpoint:", "", *p2, ""]
-        pair = next(iter(study["pairs"]), None)
-        if pair is not None:
-            lines += _figure(report_dir, readme_dir, f"{pair['dir']}/figures/pck_curves.png",
-                             f"PCK curves of the specified pair and the hand-ambiguity ceiling (seed {pair['seed']})")
+             f"{format_duration(t['train_s'])} of training{' so far' if t['runs_finished'] < t['runs_planned'] else ''}"
+             f", {study['meta']['seeds']} seeds per experiment. Numbers are mean ± standard deviation over seeds; "
+             "\"raises\" and \"lowers\" mean the study's difference rule finds a difference beyond the seed noise. "
+             f"The evidence, every table and figure: [`{rel}/{REPORT_NAME}`]({rel}/{REPORT_NAME}).", ""]
+    lines += findings_list(study, f"{rel}/{REPORT_NAME}")
+    lines += _figure(report_dir, readme_dir, FIGURES["p1_overview"], "Problem 1: AP@0.5 per class, every experiment")
+    lines += _figure(report_dir, readme_dir, FIGURES["p2_overview"], "Problem 2: PCK against threshold, every method")
     lines += _run_times(study)
     while lines[-1] == "":
         lines.pop()

@@ -216,6 +216,12 @@ def build_registry(p1_epochs: int | None = None, p2_epochs: int | None = None) -
         fam_members = tuple(dict.fromkeys([*fam_members, *members(baseline_keys[n] for n in names)]))
         families.append(Family(f"p2-{family}", "problem2", f"`baseline.py --ablations {family}`", fam_members,
                                tuple((m, ref) for m in fam_members if m != ref)))
+    # Every regression variant against the heatmap too: the findings ask whether the best of them closes the gap.
+    variants = tuple(dict.fromkeys(m for f in families if f.key in ("p2-regression-head", "p2-regression-long")
+                                   for m in f.members))
+    families.append(Family("p2-regression-vs-heatmap", "problem2", "every regression variant against the heatmap",
+                           ("p2-heatmap", *variants), tuple((m, "p2-heatmap") for m in variants
+                                                           if m != "p2-regression")))
     pairs = [Pair("p2-pair", {"heatmap": "p2-heatmap", "regression": "p2-regression"})]
     return Registry(experiments, families, pairs, aliases)
 

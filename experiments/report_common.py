@@ -1,24 +1,37 @@
-"""Pieces every section of ``REPORT.md`` is built from: "mean ± std (n)" cells, result and comparison tables,
-figure links. Tables go through :func:`common.report.markdown_table`, numbers through :func:`common.report.fmt`, and
-every number comes from ``study.json``.
+"""Pieces every section of ``REPORT.md`` is built from: "mean ± std" cells, result and comparison tables, figure
+links, section anchors. Tables go through :func:`common.report.markdown_table`, numbers through
+:func:`common.report.fmt`, and every number comes from ``study.json``.
+
+The report states the seeds, the rule and the command once, in its introduction: a cell is "mean ± std" over the
+study's seeds and carries its number of seeds only where that differs (``0.789 (n=1)``); a row names an experiment
+by its key, and the appendix's legend says what each key is.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.report import fmt, markdown_table
+from experiments.findings import first_run  # noqa: F401  (the report shows that run's figures)
+from experiments.rule import DIFFERS, comparison  # noqa: F401  (the report's lookup of a verdict)
 
 PM = "±"
 
 
-def stat_cell(stat: dict, digits: int = 3) -> str:
-    """``mean ± std (n)``; one seed: ``mean (1)``; no finished run: ``not run``."""
+def nominal_seeds(study: dict) -> int:
+    return study["meta"]["seeds"]
+
+
+def stat_cell(stat: dict | None, digits: int = 3, nominal: int | None = None) -> str:
+    """``mean ± std``; with a number of seeds other than ``nominal`` (or no ``nominal``), ``mean ± std (n=2)`` or
+    ``mean (n=1)``; no finished run: ``not run``."""
     if not stat or not stat["n"]:
         return "not run"
+    n = "" if stat["n"] == nominal else f" (n={stat['n']})"
     if stat["n"] < 2:
-        return f"{fmt(stat['mean'], digits)} (1)"
-    return f"{fmt(stat['mean'], digits)} {PM} {fmt(stat['std'], digits)} ({stat['n']})"
+        return f"{fmt(stat['mean'], digits)}{n}"
+    return f"{fmt(stat['mean'], digits)} {PM} {fmt(stat['std'], digits)}{n}"
 
 
 def headline(study: dict, problem: str) -> dict[str, dict]:
@@ -30,16 +43,20 @@ def family(study: dict, key: str) -> dict | None:
     return next((f for f in study["families"] if f["key"] == key), None)
 
 
-def nominal_seeds(study: dict) -> int:
-    return study["meta"]["seeds"]
+def members(study: dict, key: str) -> list[str]:
+    fam = family(study, key)
+    return [k for k in fam["members"] if k in study["experiments"]] if fam else []
 
 
 def exp_cell(study: dict, key: str) -> str:
-    """The row label of an experiment: its key (what ``--seeds-for`` and the folders use) and title; a dagger when it
-    has fewer finished seeds than the study's ``--seeds``."""
+    """The row label of an experiment: its key (what ``--seeds-for``, the folders and the legend use); a dagger when
+    it has fewer finished seeds than the study's ``--seeds``."""
+    return f"`{key}`" + (" †" if study["experiments"][key]["n"] < nominal_seeds(study) else "")
+
+
+def cell(study: dict, key: str, metric: str) -> str:
     e = study["experiments"][key]
-    dagger = " †" if e["n"] < nominal_seeds(study) else ""
-    return f"`{key}`{dagger} {e['title']}"
+    return stat_cell(e["metrics"][metric], headline(study, e["problem"])[metric]["digits"], nominal_seeds(study))
 
 
 def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
@@ -56,41 +73,51 @@ def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
     return ["", "† " + "; ".join(notes) + "."] if notes else []
 
 
-def command_line(study: dict) -> str:
-    return f"Command: `{study['meta']['command']}` (each run's: [How to reproduce](#how-to-reproduce))."
-
-
-def results_table(study: dict, problem: str, keys: Sequence[str], metrics: Sequence[str]) -> list[str]:
-    """One row per experiment, one "mean ± std (n)" column per headline metric."""
+def results_table(study: dict, problem: str, keys: Sequence[str], metrics: Sequence[str],
+                  extra: Sequence[Sequence[str]] = ()) -> list[str]:
+    """One row per experiment, one "mean ± std" column per headline metric (then the ``extra`` rows)."""
     h = headline(study, problem)
     keys = [k for k in keys if k in study["experiments"]]
-    rows = [[exp_cell(study, k), *(stat_cell(study["experiments"][k]["metrics"][m], h[m]["digits"]) for m in metrics)]
-            for k in keys]
-    return [command_line(study), "", *markdown_table(["experiment", *(h[m]["label"] for m in metrics)], rows),
-            *fewer_seeds_note(study, keys)]
+    rows = [[exp_cell(study, k), *(cell(study, k, m) for m in metrics)] for k in keys] + [list(r) for r in extra]
+    return [*markdown_table(["experiment", *(h[m]["label"] for m in metrics)], rows), *fewer_seeds_note(study, keys)]
 
 
-def comparison_table(study: dict, family: str, metrics: Sequence[str] | None = None) -> list[str]:
-    """The family's comparisons under the difference rule: each metric's two means, their difference, the
-    threshold (twice the standard error of the difference) and the verdict."""
-    comps = [c for c in study["comparisons"] if c["family"] == family and (metrics is None or c["metric"] in metrics)]
-    if not comps:
+def verdict_cell(c: dict | None) -> str:
+    """A comparison in one cell: the difference and the rule's verdict (higher/lower where it differs)."""
+    if c is None:
+        return ""
+    if c["diff"] is None:
+        return c["verdict"]
+    v = ("**higher**" if c["diff"] > 0 else "**lower**") if c["verdict"] == DIFFERS else c["verdict"]
+    return f"{c['diff']:+.3f}, {v}"
+
+
+def verdict_table(study: dict, keys: Sequence[str], reference: str, metrics: Sequence[str],
+                  extra: Sequence[str] = (), extra_rows: Sequence[Sequence[str]] = ()) -> list[str]:
+    """One row per experiment against ``reference``: for each of ``metrics`` its "mean ± std" and the rule's
+    verdict against the reference (blank on the reference's row); then the ``extra`` metrics' cells. ``extra_rows``
+    (full rows, e.g. a bound) follow the experiments."""
+    keys = [k for k in keys if k in study["experiments"]]
+    if not keys:
         return []
-    problem = study["experiments"][comps[0]["a"]]["problem"]
-    h = headline(study, problem)
-    rows = [[f"`{c['a']}` vs `{c['b']}`", h[c["metric"]]["label"], fmt(c["mean_a"]), fmt(c["mean_b"]),
-             fmt(c["diff"]), fmt(c["threshold"]), c["verdict"]] for c in comps]
-    title = next((f["title"] for f in study["families"] if f["key"] == family), family)
-    return [f"Differences within {title} under the study's rule (see the introduction); the threshold is twice the "
-            "standard error of the difference:", "",
-            *markdown_table(["comparison", "metric", "mean a", "mean b", "a - b", "threshold", "verdict"], rows)]
+    h = headline(study, study["experiments"][keys[0]]["problem"])
+    header = ["experiment"]
+    for m in metrics:
+        header += [h[m]["label"], f"vs `{reference}`"]
+    header += [h[m]["label"] for m in extra]
+    rows = []
+    for k in keys:
+        row = [exp_cell(study, k)]
+        for m in metrics:
+            row += [cell(study, k, m), "(reference)" if k == reference else verdict_cell(comparison(study, k,
+                                                                                                      reference, m))]
+        rows.append(row + [cell(study, k, m) for m in extra])
+    return [*markdown_table(header, [*rows, *(list(r) for r in extra_rows)]), *fewer_seeds_note(study, keys)]
 
 
-def first_run(study: dict, key: str) -> dict | None:
-    """The finished run of ``key`` with the study's first seed (or its first finished seed): the run whose figures
-    the report shows."""
-    runs = [r for r in study["runs"] if r["experiment"] == key]
-    return min(runs, key=lambda r: study["experiments"][key]["planned_seeds"].index(r["seed"]), default=None)
+def anchor(title: str) -> str:
+    """The link target GitHub gives a heading: lower case, punctuation dropped, spaces to dashes."""
+    return "#" + re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def figure(results_dir: Path, rel: str, caption: str) -> list[str]:

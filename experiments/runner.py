@@ -248,7 +248,11 @@ def evaluate_run(run: Run) -> float:
 
         run_evaluation(EvalConfig(data_dir=cfg.data_dir, results_dir=str(run.dir), device=cfg.device), command)
     seconds = time.perf_counter() - t0
-    atomic_write_json(run.dir / TIMING_FILE, {"evaluate_s": round(seconds, 3), "machine": run_machine(cfg.device)})
+    import torch
+
+    # the threads this process computed with (study.py --threads-per-run): a run's speed depends on them
+    atomic_write_json(run.dir / TIMING_FILE, {"evaluate_s": round(seconds, 3), "machine": run_machine(cfg.device),
+                                              "threads": torch.get_num_threads()})
     return seconds
 
 
@@ -305,7 +309,7 @@ def evaluate_pair(pair: PairRun, results_dir: Path, device: str) -> None:
 
 # --- the study -------------------------------------------------------------------------------------------------
 
-def _finished_elsewhere(run: Run) -> bool:
+def finished_elsewhere(run: Run) -> bool:
     """Whether a run this invocation does not train is finished on disk (a pair may pair it with one it trains)."""
     try:
         return run_state(run) == FINISHED
@@ -329,7 +333,7 @@ def run_study(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: 
     progress = StudyProgress(runs, done, evaluated, per_epoch, per_eval)
     data = DataCache()
     counts = dict.fromkeys((TRAIN, RESUME, EVALUATE, FINISHED), 0)
-    outside = {m.name: _finished_elsewhere(m) for p in pairs for m in p.members.values() if m.name not in states}
+    outside = {m.name: finished_elsewhere(m) for p in pairs for m in p.members.values() if m.name not in states}
     pending = [p for p in pairs if all(outside.get(m.name, True) for m in p.members.values())]
     current = None
     try:

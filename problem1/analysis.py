@@ -59,7 +59,8 @@ def anchor_coverage(dataset: ShapeDetectionDataset, pos_threshold: float = 0.5) 
         # Without the forced match these objects would have no positive anchor at all.
         "share_without_any_positive_anchor": float(no_pos.mean()) if len(no_pos) else None,
         "without_any_positive_anchor_by_class": {n: int(no_pos[labels == c].sum()) for c, n in enumerate(CLASS_NAMES)},
-        "_best_iou": best, "_sizes": sizes, "_labels": labels,  # for the figure; dropped from metrics.json
+        # for the figure; dropped from metrics.json. The figure's x is the larger side, the unit of the data tables.
+        "_best_iou": best, "_larger_side": (boxes[:, 2:] - boxes[:, :2]).amax(dim=1).numpy(), "_labels": labels,
     }
 
 
@@ -93,6 +94,12 @@ def scale_specialisation(predictions: Sequence[dict], matches: Sequence[Sequence
     """Which scale produced each true positive (IoU 0.5), by the class and size of the object it found."""
     n_scales = len(FEATURE_MAP_SIZES)
     counts = np.zeros((len(CLASS_NAMES), len(SIZE_LABELS), n_scales), dtype=np.int64)
+    # The sizes that occur in each (class, size bin), so a figure can say "65-96 px" where the bin is 65-128.
+    ranges = np.full((len(CLASS_NAMES), len(SIZE_LABELS), 2), [np.inf, -np.inf])
+    for target in dataset.targets:
+        sizes = object_sizes(target["boxes"]).numpy()
+        for c, b, v in zip(target["labels"].numpy(), size_bin(sizes), sizes, strict=True):
+            ranges[c, b] = min(ranges[c, b, 0], v), max(ranges[c, b, 1], v)
     for c, per_image in enumerate(matches):
         for pred, target, m in zip(predictions, dataset.targets, per_image, strict=True):
             tp = (m.matched_gt >= 0) & ~m.ignored
@@ -106,7 +113,7 @@ def scale_specialisation(predictions: Sequence[dict], matches: Sequence[Sequence
              for c, name in enumerate(CLASS_NAMES)}
     by_class = {name: {f"scale{s + 1}": int(counts[c, :, s].sum()) for s in range(n_scales)}
                 for c, name in enumerate(CLASS_NAMES)}
-    return {"true_positives": table, "by_class": by_class, "_counts": counts}
+    return {"true_positives": table, "by_class": by_class, "_counts": counts, "_ranges": ranges}
 
 
 FP_KINDS = ("duplicate", "mislocalised", "wrong class", "background")

@@ -9,8 +9,8 @@ from common.config import cfg_field, config_from_dict
 from common.runtime import amp_help
 
 # A method is a model (model.py) plus a codec (codec.py) plus a criterion (loss.py). The first two are the
-# specification, what ``--model both`` trains; integral and simcc go beyond it (README, "Problem 2 beyond the
-# specification").
+# specification, what ``--model both`` trains; integral and simcc go beyond it (docs/reference.md,
+# "Problem 2 beyond the specification").
 SPECIFIED_METHODS = ("heatmap", "regression")
 METHODS = (*SPECIFIED_METHODS, "integral", "simcc")
 DECODERS = ("dark", "taylor", "quarter", "argmax")  # how a heatmap codec finds a peak: problem2.heatmaps

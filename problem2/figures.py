@@ -31,29 +31,41 @@ def _show_points(ax, image, points: dict[str, torch.Tensor], title: str = ""):
     ax.axis("off")
 
 
+PCK_CURVE_XMAX = 0.25  # the thresholds where methods differ; beyond it every curve is near its plateau
+
+
 def plot_pck_curves(metrics: dict, path: Path, title: str = "PCK on the validation set") -> None:
-    """PCK against threshold per method (and hand-swap-invariant), with the hand-ambiguity ceiling if known."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 4.5))
+    """PCK against threshold per method (solid) and hand-swap-invariant (hollow markers, so it shows where it equals
+    the plain curve), with the hand-ambiguity ceiling and its two strategies if known; thresholds up to
+    :data:`PCK_CURVE_XMAX`, the legend outside the axes."""
+    import numpy as np
+
+    x = np.asarray(DENSE_THRESHOLDS)
+    keep = x <= PCK_CURVE_XMAX + 1e-9
+    every = max(1, int(keep.sum()) // 10)
+    fig, ax = pyplot().subplots(figsize=(9, 4.8))
     for method in METHODS:
         if method in metrics["methods"]:
             m = metrics["methods"][method]["metrics"]
-            ax.plot(DENSE_THRESHOLDS, m["curve"], color=COLORS[method], label=f"{method} (AUC {m['auc']:.3f})")
+            ax.plot(x[keep], np.asarray(m["curve"])[keep], color=COLORS[method], lw=2,
+                    label=f"{method} (AUC 0-0.5 {m['auc']:.3f})")
             if "swap_invariant" in m:
-                s = m["swap_invariant"]
-                ax.plot(DENSE_THRESHOLDS, s["curve"], color=COLORS[method], ls=":",
-                        label=f"{method}, hand-swap-invariant (AUC {s['auc']:.3f})")
+                si = m["swap_invariant"]
+                ax.plot(x[keep], np.asarray(si["curve"])[keep], color=COLORS[method], ls="none", marker="o",
+                        mfc="none", ms=5, markevery=every,
+                        label=f"{method}, either hand assignment ({si['auc']:.3f})")
     if metrics.get("ceiling"):
         c = metrics["ceiling"]
-        ax.plot(DENSE_THRESHOLDS, c["curve"], color=COLORS["ceiling"], ls="--",
-                label=f"hand-ambiguity ceiling (AUC {c['auc']:.3f})")
+        ax.plot(x[keep], np.asarray(c["curve"])[keep], color=COLORS["ceiling"], ls="--", lw=1.5,
+                label=f"hand-ambiguity ceiling ({c['auc']:.3f})")
         for strategy, ls in (("commit", (0, (1, 2))), ("midpoint", "-.")):
-            ax.plot(DENSE_THRESHOLDS, c["strategies"][strategy]["curve"], color="0.55", ls=ls, lw=1,
-                    label=f"ceiling of '{strategy}' alone (AUC {c['strategies'][strategy]['auc']:.3f})")
+            ax.plot(x[keep], np.asarray(c["strategies"][strategy]["curve"])[keep], color="0.55", ls=ls, lw=1,
+                    label=f"ceiling of '{strategy}' alone ({c['strategies'][strategy]['auc']:.3f})")
     for t in THRESHOLDS:
-        ax.axvline(t, color="0.85", lw=0.8, zorder=0)
-    ax.set(xlabel="threshold (fraction of the ground-truth keypoint box diagonal)", ylabel="PCK", xlim=(0, 0.5),
-           ylim=(0, 1.01), title=title)
-    ax.legend(fontsize=7, loc="lower right")
+        ax.axvline(t, color="0.88", lw=0.8, zorder=0)
+    ax.set(xlabel="threshold (fraction of the ground-truth keypoint box diagonal)", ylabel="PCK",
+           xlim=(0, PCK_CURVE_XMAX), ylim=(0, 1.01), title=title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
@@ -134,17 +146,20 @@ def plot_failures(images: torch.Tensor, gt: torch.Tensor, preds: dict[str, torch
 
 def plot_training_log(log: list[dict], path: Path) -> None:
     """Loss and validation PCK@0.05 / @0.2 per epoch of each method in ``training_log.json``."""
-    losses, pcks = {}, {}
+    losses, pcks, selected = {}, {}, {}
     for method in METHODS:
         recs = [r for r in log if r.get("model") == method]
         if not recs:
             continue
         ep = [r["epoch"] for r in recs]
+        selected[method] = (min(recs, key=lambda r: r["val"]["loss"])["epoch"], COLORS[method])
         losses[method] = (ep, [r["train"]["loss"] for r in recs], [r["val"]["loss"] for r in recs], COLORS[method])
         for t, ls in zip(("0.05", "0.2"), ("-", ":"), strict=True):
             pcks[f"{method} PCK@{t}"] = (ep, [r["val"]["pck"][t] for r in recs], {"color": COLORS[method], "ls": ls})
-    plot_training_curves(path, losses, pcks, loss_ylabel="training loss (not comparable across methods)",
-                         metric_ylabel="validation PCK (bbox)", metric_title="Validation PCK", dpi=110)
+    plot_training_curves(path, losses, pcks, loss_ylabel="loss (not comparable across methods)",
+                         metric_ylabel="validation PCK (bbox)", metric_title="Validation PCK", dpi=110,
+                         selected=selected, title="Problem 2 training: " + ", ".join(selected)
+                         + " (dotted: the epoch evaluate.py scores, lowest validation loss)")
 
 
 def _ablation_label(family: str, run: dict) -> str:
@@ -167,18 +182,18 @@ def plot_ablations(report: dict, path: Path) -> None:
         ax.set(title=f"{family}: validation PCK (best-val-loss epoch)", ylabel="PCK (bbox)", ylim=(0, 1.01),
                xlabel={"sigma": "target sigma (heatmap pixels)", "resolution": "heatmap size (pixels)",
                        "skip": "decoder skip connections"}[family])
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
         ax = axes[1, col]
         for r, lab in zip(runs, labels, strict=True):
             ax.plot(DENSE_THRESHOLDS, r["metrics"]["curve"], label=f"{lab} (AUC {r['metrics']['auc']:.3f})")
         ax.set(title=f"{family}: PCK curves", xlabel="threshold (fraction of keypoint box diagonal)", ylabel="PCK",
-               xlim=(0, 0.5), ylim=(0, 1.01))
+               xlim=(0, PCK_CURVE_XMAX), ylim=(0, 1.01))
         ax.legend(fontsize=7, loc="lower right")
         ax = axes[2, col]
         for r, lab in zip(runs, labels, strict=True):
             ax.plot(range(1, len(r["val_pck_by_epoch"]) + 1), [p["0.05"] for p in r["val_pck_by_epoch"]], label=lab)
         ax.set(title=f"{family}: validation PCK@0.05 per epoch", xlabel="epoch", ylabel="PCK@0.05", ylim=(0, 1.01))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Heatmap ablations ({report['epochs']} epochs per run, seed {report['seed']})")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
@@ -221,8 +236,9 @@ def plot_methods(report: dict, names: list[str], path: Path) -> None:
                 label=f"hand-ambiguity ceiling ({c['auc']:.3f})")
     for t in THRESHOLDS:
         ax.axvline(t, color="0.85", lw=0.8, zorder=0)
-    ax.set(xlabel="threshold (fraction of the ground-truth keypoint box diagonal)", ylabel="PCK", xlim=(0, 0.5),
-           ylim=(0, 1.01), title=f"Validation PCK of every method and variant (seed {report['seed']}; each run's "
+    ax.set(xlabel="threshold (fraction of the ground-truth keypoint box diagonal)", ylabel="PCK",
+           xlim=(0, PCK_CURVE_XMAX), ylim=(0, 1.01),
+           title=f"Validation PCK of every method and variant (seed {report['seed']}; each run's "
            "best-validation-loss epoch)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run, epochs trained (AUC 0-0.5)",
               title_fontsize=7)

@@ -292,7 +292,7 @@ def test_study_runs_and_its_report(tiny_data, tmp_path):
         assert r["train_time_s"] > 0 and r["cpu_time_s"] > 0 and len(r["val_pck_by_epoch"]) == r["epochs"]
     assert (res / "figures" / "methods_pck_curves.png").is_file() and not (res / "figures" / "ablation.png").exists()
     summary = (res / "summary.md").read_text()
-    assert "## Beyond the specification" in summary and "### Conclusion" in summary
+    assert "## Beyond the specification" in summary and "### What these runs measured" in summary
     spec = abl["runs"]["regression_gap_dropout0.5"]["metrics"]
     assert f"reaches PCK@0.05 {spec['pck']['0.05']:.3f}" in summary  # the conclusion quotes the JSON's numbers
     assert run_main(baseline.main, [*argv, "--resume"]) == 0  # finished runs: nothing trained, the same report
@@ -325,46 +325,33 @@ def study(flatten_p05: float, simcc_head: float) -> tuple[dict, list[str]]:
     return {"epochs": 30, "runs": runs}, list(runs)
 
 
-def test_study_conclusion_states_what_the_numbers_show():
+def test_study_conclusion_states_the_numbers_and_judges_nothing():
+    """One seed per run: the summary states what was measured and leaves every verdict to the study's rule."""
     lines = study_conclusion(*study(flatten_p05=0.6, simcc_head=0.9))
     text = "\n".join(lines)
+    assert lines[0].startswith("One seed per run: the numbers below are measurements, not verdicts")
     assert "The specified regression (regression, gap head, dropout 0.5, 30 epochs) reaches PCK@0.05 0.074" in text
-    assert "reaches 0.090 (+0.016): longer training barely changes it" in text
+    assert "Trained for 90 epochs instead of 30, it reaches 0.090 (+0.016)." in text
     assert "best regression variant is regression, flatten head, dropout 0, 30 epochs at PCK@0.05 0.650 (mean " \
-           "error 3.5 px, spread 0.65); it reaches 0.5." in text
-    assert "the deficit of the specified regression is its global average pooling" in text
+           "error 3.5 px, spread 0.65)." in text
     assert "Without dropout PCK@0.05 changes by +0.028 on average over 2 head(s)" in text
-    assert "integral, l1 + 1 x JS, 30 epochs: PCK@0.05 head 0.990, feet 0.980" in text
-    assert "at most 0.03 below on both" in text
-    assert "more than 0.03 below on head." in text  # simcc's head: 0.900 against 1.000
+    assert "integral, l1 + 1 x JS, 30 epochs: PCK@0.05 head 0.990, feet 0.980, against the heatmap's 1.000" in text
     assert "70% of the hand predictions near the midpoint" in text and "soft-argmax" in text
     assert "70% of the hand predictions at the x of one hand and the y of the other" in text
     assert "SimCC decodes x and y apart" in text and "it commits" in text
     assert "The 8 runs took 8 min of training and validation (13 min of CPU time)." in text
-    # When no variant keeps position well enough, the conclusion says so instead.
-    text = "\n".join(study_conclusion(*study(flatten_p05=0.1, simcc_head=1.0)))
-    assert "no regression variant reaches 0.5" in text and "do not single out the pooling" in text
-    assert "global average pooling" not in text and "more than 0.03 below" not in text
-    # A pooled variant without dropout reaching 0.5 points at the dropout, not at the pooling.
-    abl, names = study(flatten_p05=0.1, simcc_head=1.0)
-    abl["runs"]["gap0"]["metrics"]["pck"]["0.05"] = 0.55
-    text = "\n".join(study_conclusion(abl, names))
-    assert "the pooling alone is not the cause; it differs from the specification by its dropout." in text
-    # A 90-epoch gain between LONGER_BARELY and LONGER_HELPS is "a little", not "barely".
-    abl["runs"]["long"]["metrics"]["pck"]["0.05"] = 0.158
-    text = "\n".join(study_conclusion(abl, names))
-    assert "reaches 0.158 (+0.084): longer training helps a little but stays far below 0.5" in text
+    # no verdict words of its own: those came from this module's thresholds, which the study's rule replaces
+    for word in ("reaches 0.5", "barely", "helps", "below on", "the causes interact", "is not the cause"):
+        assert word not in text, word
 
 
-def test_study_conclusion_names_an_interaction_of_pooling_and_dropout():
-    """Neither keeping position nor removing dropout reaches 0.5 alone, both together do: the conclusion must name
-    both causes and show that the single gains do not add up to the joint one."""
+def test_study_conclusion_lays_out_the_pooling_dropout_grid():
+    """The (pooling, dropout) 2x2: both single changes and the joint one, beside their sum, stated as numbers."""
     abl, names = study(flatten_p05=0.109, simcc_head=1.0)
     for name, p in (("gap", 0.074), ("gap0", 0.195), ("flat", 0.109), ("flat0", 0.658)):
         abl["runs"][name]["metrics"]["pck"]["0.05"] = p
     text = "\n".join(study_conclusion(abl, names))
-    assert "Neither change alone lifts regression to 0.5" in text
-    assert "keeping position (regression, flatten head, dropout 0.5, 30 epochs) gives 0.109" in text
-    assert "removing dropout (regression, gap head, dropout 0, 30 epochs) gives 0.195" in text
-    assert "the two gains (+0.035, +0.121) add up to +0.156, the joint gain is +0.584: the causes interact" in text
-    assert "together with dropout 0.5" in text and "is its global average pooling, which" in text
+    assert ("From the specification's 0.074: keeping position (regression, flatten head, dropout 0.5, 30 epochs) "
+            "changes PCK@0.05 by +0.035, removing dropout (regression, gap head, dropout 0, 30 epochs) by +0.121, "
+            "both together (regression, flatten head, dropout 0, 30 epochs) by +0.584; the two single changes add "
+            "up to +0.156.") in text
