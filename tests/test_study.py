@@ -655,7 +655,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
     res = tmp_path / "r"
     for args in (["--seeds-for", "p1-spec"], ["--seeds", "0"], ["--experiments", "p9-none"],
                  ["--quick", "--data-dir", "x"], ["--export", str(tmp_path / "out")],
-                 ["--readme", str(tmp_path / "README.md")]):
+                 ["--readme", str(tmp_path / "README.md")], ["--jobs", "0"], ["--threads-per-run", "0"]):
         assert run_main(study.main, [*args, "--results-dir", str(res)]) == 2, args
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (args, err)
