@@ -73,17 +73,21 @@ def plot_training_curves(path: str | Path, losses: Mapping[str, tuple[Sequence, 
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize)
-    values = []
+    values, epochs_seen = [], set()
+    # a few epochs (a smoke run): markers, since a line through one or two points does not show
+    few = max((len(e) for e, *_ in losses.values()), default=0) <= 3
+    mark = {"marker": "o", "ms": 4} if few else {}
     for label, (epochs, train, val, color) in losses.items():
-        ax1.plot(epochs, train, color=color, label=f"train {label}")
-        ax1.plot(epochs, val, color=color, ls="--", label=f"val {label}")
+        ax1.plot(epochs, train, color=color, label=f"train {label}", **mark)
+        ax1.plot(epochs, val, color=color, ls="--", label=f"val {label}", **mark)
+        epochs_seen.update(epochs)
         values += [v for v in (*train, *val) if v is not None and v > 0]
     # Log scale only where the losses span more than a decade; inside one, a log axis shows one or two tick labels.
     log = bool(values) and max(values) / min(values) > 10
     ax1.set(xlabel="epoch", ylabel=loss_ylabel, title="Loss by epoch (solid train, dashed validation)",
             yscale="log" if log else "linear")
     for label, (epochs, vals, kwargs) in metrics.items():
-        ax2.plot(epochs, vals, label=label, **kwargs)
+        ax2.plot(epochs, vals, label=label, **{**mark, **kwargs})
     ax2.set(xlabel="epoch", ylabel=metric_ylabel, ylim=metric_ylim, title=metric_title)
     for label, (epoch, color) in (selected or {}).items():
         for ax in (ax1, ax2):
@@ -92,6 +96,10 @@ def plot_training_curves(path: str | Path, losses: Mapping[str, tuple[Sequence, 
                        if ax is ax2 else None)
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers; no "2.5" ticks
+        if epochs_seen:  # half an epoch either side of the data; a smoke run's few epochs are its ticks
+            ax.set_xlim(min(epochs_seen) - 0.5, max(epochs_seen) + 0.5)
+            if few:
+                ax.set_xticks(sorted(epochs_seen))
         ax.grid(alpha=0.25)
         # below the panel: curves fill the corners of both axes, so no inside position is free everywhere
         ax.legend(fontsize=legend_fontsize, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False,
