@@ -18,7 +18,6 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from experiments.progress import StudyProgress, epoch_seconds, run_kind
 from experiments.registry import PairRun, Run
 from experiments.runner import (
     EVALUATE,
@@ -28,12 +27,11 @@ from experiments.runner import (
     DataCache,
     evaluate_pair,
     evaluate_run,
-    evaluation_seconds,
     finished_elsewhere,
     is_carried,
     pair_finished,
     run_log,
-    run_state,
+    study_progress,
     train_run,
 )
 
@@ -72,17 +70,8 @@ def run_study_parallel(runs: list[Run], pairs: list[PairRun], results_dir: Path,
                        threads: int | None) -> dict[str, int]:
     """Like :func:`experiments.runner.run_study`, ``jobs`` runs at a time in worker processes of ``threads``
     threads each; returns how many runs were trained / resumed / evaluated only / skipped."""
-    states = {r.name: run_state(r) for r in runs}  # every folder is checked before anything is written
-    done, per_epoch, per_eval = {}, {}, {}
-    for r in runs:
-        log = run_log(r)
-        done[r.name] = len(log)
-        per_epoch.setdefault(run_kind(r), []).extend(epoch_seconds(log, r.problem))
-        t = evaluation_seconds(r.dir)
-        if t is not None:
-            per_eval.setdefault(r.problem, []).append(t)
-    evaluated = {r.name: states[r.name] == FINISHED for r in runs}
-    progress = StudyProgress(runs, done, evaluated, per_epoch, per_eval, jobs=jobs)
+    states, progress = study_progress(runs, jobs)
+    done, evaluated = progress.done, progress.evaluated
     counts = dict.fromkeys((TRAIN, RESUME, EVALUATE, FINISHED), 0)
     todo = []
     for i, run in enumerate(runs, 1):

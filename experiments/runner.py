@@ -317,10 +317,10 @@ def finished_elsewhere(run: Run) -> bool:
         return False
 
 
-def run_study(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: str) -> dict[str, int]:
-    """Every run of ``runs`` in order, and each pair as soon as all its members are finished (members outside
-    ``runs`` must be finished already); returns how many runs were trained / resumed / evaluated only / skipped."""
-    states = {r.name: run_state(r) for r in runs}  # every folder is checked before anything is written
+def study_progress(runs: list[Run], jobs: int = 1) -> tuple[dict[str, str], StudyProgress]:
+    """Every run's state (every folder checked before anything is written) and the study's progress line,
+    calibrated with the epoch and evaluation times the runs already logged."""
+    states = {r.name: run_state(r) for r in runs}
     done, per_epoch, per_eval = {}, {}, {}
     for r in runs:
         log = run_log(r)
@@ -330,7 +330,14 @@ def run_study(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: 
         if t is not None:
             per_eval.setdefault(r.problem, []).append(t)
     evaluated = {r.name: states[r.name] == FINISHED for r in runs}  # updated as runs finish
-    progress = StudyProgress(runs, done, evaluated, per_epoch, per_eval)
+    return states, StudyProgress(runs, done, evaluated, per_epoch, per_eval, jobs=jobs)
+
+
+def run_study(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: str) -> dict[str, int]:
+    """Every run of ``runs`` in order, and each pair as soon as all its members are finished (members outside
+    ``runs`` must be finished already); returns how many runs were trained / resumed / evaluated only / skipped."""
+    states, progress = study_progress(runs)
+    done, evaluated = progress.done, progress.evaluated
     data = DataCache()
     counts = dict.fromkeys((TRAIN, RESUME, EVALUATE, FINISHED), 0)
     outside = {m.name: finished_elsewhere(m) for p in pairs for m in p.members.values() if m.name not in states}
