@@ -12,6 +12,7 @@ from PIL import Image
 from common.plotting import framed, image_grid, pyplot, save_figure
 from experiments.figures_problem1 import plot_p1_overview, plot_receptive_field
 from experiments.figures_problem2 import plot_p2_experiments, plot_p2_overview
+from experiments.findings import best_regression
 from experiments.report_common import first_run
 from problem1.config import CLASS_NAMES
 
@@ -139,8 +140,7 @@ def panel_sources(study: dict, name: str | None = None) -> list[tuple[str, str]]
 
 def write_figures(study: dict, results_dir: Path, data_dir: Path) -> list[str]:
     """Every study figure (:data:`FIGURES`, under ``results_dir``) that its data allows; returns the names drawn."""
-    best = next((f["numbers"].get("best_regression_variant") for f in study.get("findings", [])
-                 if f["numbers"].get("best_regression_variant")), None)
+    best = best_regression(study)
     draws = {"data_detection": lambda p: plot_detection_samples(data_dir, p),
              "data_keypoints": lambda p: plot_keypoint_samples(data_dir, p),
              "p1_overview": lambda p: plot_p1_overview(study, p),

@@ -368,6 +368,13 @@ FINDINGS: tuple[Callable[[dict], dict | None], ...] = (
 )
 
 
+def best_regression(study: dict) -> str | None:
+    """The regression variant the findings name as the best (by mean PCK@0.05), which the report and the overview
+    figure show beside the methods; ``None`` before the grid has run."""
+    return next((f["numbers"]["best_regression_variant"] for f in study.get("findings") or []
+                 if f["numbers"].get("best_regression_variant")), None)
+
+
 def build_findings(study: dict) -> list[dict]:
     """Every finding the numbers of ``study`` (a ``study.json`` without ``findings``) allow, in the summary's order."""
     return [f for make in FINDINGS if (f := make(study)) is not None]

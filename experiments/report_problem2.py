@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.report import fmt, markdown_table
 from experiments.figures import FIGURES
-from experiments.findings import SECTIONS
+from experiments.findings import SECTIONS, best_regression
 from experiments.report_common import (
     cell,
     comparison,
@@ -26,14 +26,9 @@ PLACEMENT = ("near_one_hand", "near_midpoint", "crossed", "elsewhere", "one_per_
 
 
 
-def _best_regression(study: dict) -> str | None:
-    return next((f["numbers"]["best_regression_variant"] for f in study.get("findings", [])
-                 if f["numbers"].get("best_regression_variant")), None)
-
-
 def _results(study: dict, results_dir: Path) -> list[str]:
     keys = members(study, "p2-methods")
-    best = _best_regression(study)
+    best = best_regression(study)
     if best and best not in keys:
         keys.append(best)
     if not keys:
@@ -95,7 +90,7 @@ def _regression(study: dict) -> list[str]:
 
 def placement_keys(study: dict) -> list[str]:
     """The experiments whose hand placement the report shows (``study.json`` has every experiment's)."""
-    return [k for k in ("p2-heatmap", "p2-integral", "p2-simcc", _best_regression(study), "p2-regression")
+    return [k for k in ("p2-heatmap", "p2-integral", "p2-simcc", best_regression(study), "p2-regression")
             if k and k in study["experiments"] and study["experiments"][k]["n"]]
 
 
