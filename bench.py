@@ -32,6 +32,7 @@ from common.cli import command_line, require_output_dir  # noqa: E402
 from common.data import ensure_data  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
+from common.machine import run_machine  # noqa: E402
 from common.runtime import (  # noqa: E402
     STUDY_AMP_HELP,
     autocast,
@@ -43,7 +44,6 @@ from common.runtime import (  # noqa: E402
     tune_cpu_allocator,
 )
 from common.timing import peak_memory_mb, reset_peak_memory, sync, time_steps  # noqa: E402
-from experiments.machine import run_machine  # noqa: E402
 
 
 def _rates(batch: int, seconds: float) -> dict:
@@ -156,11 +156,9 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
 def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int, compile: bool = False,
                    channels_last: bool | None = None, amp: bool | None = None) -> dict:
     """Both models; ``channels_last``, ``compile`` and ``amp`` as in :func:`bench_problem1`."""
-    from problem2.codec import build_codec
     from problem2.config import Config
     from problem2.evaluate import evaluate
-    from problem2.loss import build_criterion
-    from problem2.model import build_model
+    from problem2.methods import build_codec, build_criterion, build_model
     from problem2.train import VAL_BATCH_SIZE, build_optimizer, load_data
 
     cfg = Config(data_dir=str(data_dir), amp=amp)

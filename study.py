@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,18 +40,19 @@ if __package__ in (None, ""):  # run as a file: the repository root is this file
 from common.cli import command_line, require_output_dir  # noqa: E402
 from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
+from common.machine import machine_info  # noqa: E402
 from common.runtime import STUDY_AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
 from experiments.aggregate import build_study, write_study  # noqa: E402
 from experiments.carry import carry_over  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
 from experiments.figures import write_figures  # noqa: E402
-from experiments.machine import machine_info  # noqa: E402
 from experiments.parallel import default_threads, run_study_parallel  # noqa: E402
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
 from experiments.runner import is_carried, precision_conflicts, run_state, run_study  # noqa: E402
+from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, run_study_slurm  # noqa: E402
 
 SEEDS, QUICK_SEEDS = 3, 2
 QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
@@ -97,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
     p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "
                    "(default: all of them with --jobs 1, else the cores shared out among the jobs)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local", help="local: the runs on this machine "
+                   "(--jobs at once); slurm: the unfinished runs as one Slurm job array through submitit, on a results "
+                   "folder every node shares; a preempted or timed-out job is requeued and resumes from last.pth")
+    p.add_argument("--slurm-partition", default=None, help="the partition (default: the cluster's default)")
+    p.add_argument("--slurm-time", type=int, default=SlurmOptions.time_min, metavar="MINUTES",
+                   help="each job's time limit; a run that needs longer is requeued and resumes")
+    p.add_argument("--slurm-cpus-per-task", type=int, default=SlurmOptions.cpus_per_task, metavar="N",
+                   help="CPUs of each job, and its run's threads")
+    p.add_argument("--slurm-gpus-per-task", type=int, default=SlurmOptions.gpus_per_task, metavar="N",
+                   help="GPUs of each job (0: none)")
+    p.add_argument("--no-wait", action="store_true", help="with --executor slurm: submit and return; the same "
+                   "command with --report-only writes the report once the jobs are done")
     p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
     # For tests: an even smaller --quick.
     p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
@@ -108,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_quick_data(data_dir: Path, num_train: int, num_val: int) -> None:
     """The quick dataset: generated once; a folder holding another size is an error (its runs would mix data)."""
-    from generate_datasets import generate
+    from common.synthetic import generate
 
     files = [data_dir / d / f"{s}_annotations.json" for d in ("detection", "keypoints") for s in ("train", "val")]
     try:
@@ -125,14 +140,16 @@ def ensure_quick_data(data_dir: Path, num_train: int, num_val: int) -> None:
 
 
 def run_bench(path: Path, data_dir: str, device: str, amp: bool | None, only: str | None, quick: bool) -> None:
-    import bench
-
+    """``bench.py`` on this machine, as its own process (the study reads only the JSON it writes)."""
     argv = ["--problem", {"p1": "1", "p2": "2", None: "all"}[only], "--device", device, "--data-dir", data_dir,
             "--json", str(path)]
     argv += ["--steps", "1", "--warmup", "0"] if quick else []
     argv += [] if amp is None else ["--amp" if amp else "--no-amp"]
     print(f"benchmark: python bench.py {' '.join(argv)}", flush=True)
-    bench.main(argv)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "bench.py"), *argv])
+    if done.returncode != 0:
+        raise UserError(f"bench.py failed (exit status {done.returncode}); pass --no-bench to write the report "
+                        "without it")
 
 
 def read_bench(path: Path) -> dict | None:
@@ -160,9 +177,11 @@ def previous_plan(path: Path) -> dict | None:
 
 # Options that say where inputs come from or how the runs are scheduled, not what the study computes: the earlier
 # runs (``--continue-from DIR``), the benchmark files (``--bench-json PATH...``, whose tables print their own
-# commands) and the runs at once (``--jobs``, ``--threads-per-run``: each run records its own thread count).
-# Values each takes: 1, or None for all up to the next flag.
-INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None, "--jobs": 1, "--threads-per-run": 1}
+# commands) and where the runs execute (``--jobs``, ``--threads-per-run``, ``--executor`` and the ``--slurm-*``
+# options: each run records its own thread count). Values each takes: a count, or None for all up to the next flag.
+INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None, "--jobs": 1, "--threads-per-run": 1, "--executor": 1,
+                 "--slurm-partition": 1, "--slurm-time": 1, "--slurm-cpus-per-task": 1, "--slurm-gpus-per-task": 1,
+                 "--no-wait": 0}
 
 
 def study_command_args(argv: list[str]) -> list[str]:
@@ -174,7 +193,8 @@ def study_command_args(argv: list[str]) -> list[str]:
             drop -= drop > 0
             continue
         name, eq, _ = a.partition("=")
-        drop = (INPUT_OPTIONS[name] or -1) if name in INPUT_OPTIONS and not eq else 0
+        count = INPUT_OPTIONS.get(name, 0)
+        drop = (-1 if count is None else count) if not eq else 0
         if name not in INPUT_OPTIONS:
             out.append(a)
     return out
@@ -189,6 +209,13 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--jobs must be between 1 and 64 (got {args.jobs})")
     if args.threads_per_run is not None and not 1 <= args.threads_per_run <= 256:
         raise UserError(f"--threads-per-run must be between 1 and 256 (got {args.threads_per_run})")
+    if args.executor == "slurm" and not (1 <= args.slurm_time and 1 <= args.slurm_cpus_per_task <= 1024
+                                         and 0 <= args.slurm_gpus_per_task <= 64):
+        raise UserError("--slurm-time and --slurm-cpus-per-task must be >= 1, --slurm-gpus-per-task >= 0")
+    if args.executor == "slurm" and args.jobs > 1:
+        raise UserError("--jobs is for --executor local; on Slurm every run is its own job")
+    if args.no_wait and args.executor != "slurm":
+        raise UserError("--no-wait is for --executor slurm")
     if min(args.quick_images) < 1 or min(args.quick_epochs) < 1:
         raise UserError("--quick-images and --quick-epochs must be >= 1")
     if args.quick and args.data_dir is not None:
@@ -247,7 +274,13 @@ def main(argv: list[str] | None = None) -> None:
                             "(--only, --experiments)")
         if args.quick:
             ensure_quick_data(Path(data_dir), *args.quick_images)
-        if args.jobs > 1:
+        if args.executor == "slurm":
+            options = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_cpus_per_task,
+                                   args.slurm_gpus_per_task, wait=not args.no_wait)
+            counts = run_study_slurm(runs, all_pairs, results, args.device, options)
+            if counts is None:
+                return
+        elif args.jobs > 1:
             threads = args.threads_per_run or default_threads(args.jobs)
             counts = run_study_parallel(runs, all_pairs, results, args.device, args.jobs, threads)
         else:
@@ -260,6 +293,11 @@ def main(argv: list[str] | None = None) -> None:
         for path in bench_paths:
             if not path.is_file() and not args.no_bench:
                 run_bench(path, data_dir, args.device, args.amp, args.only, args.quick)
+    elif args.executor == "slurm" or (results / JOBS_FILE).is_file():
+        queued = queued_runs(results) if shutil.which("squeue") else {}
+        if queued:
+            print(f"note: {len(queued)} run(s) still queued or running on Slurm ({', '.join(list(queued)[:3])}"
+                  f"{' ...' if len(queued) > 3 else ''}); the report shows them as not run yet", flush=True)
     meta = {"command": command, "quick": args.quick, "seeds": seeds, "seed_list": study_seeds(seeds),
             "seeds_for": seeds_for, "data_dir": data_dir, "device": str(device), "machine": machine_info(device)}
     study = build_study(meta, registry, all_runs, all_pairs, results, data_summary(data_dir),

@@ -89,7 +89,7 @@ def ensure_data(data_dir: str | Path, is_default: bool, dataset: str) -> None:
         return
     empty = not data_dir.exists() or not any(p.name != "README.md" for p in data_dir.iterdir())
     if is_default or empty:
-        from generate_datasets import generate  # the repository root is on sys.path for the scripts and tests
+        from common.synthetic import generate
 
         print(f"no data in {data_dir}: generating the reference datasets there (1000/200 images, seed 641)")
         generate(data_dir)

@@ -20,7 +20,7 @@ from common.errors import UserError
 from common.io import atomic_write_json
 from common.report import nan_to_none
 from experiments.findings import build_findings
-from experiments.progress import epoch_seconds
+from experiments.progress import epoch_seconds, makespan
 from experiments.registry import Family, PairRun, Registry, Run, identity
 from experiments.rule import (  # noqa: F401  (re-exported: the study's rule, read from here by the report and tests)
     DIFFERENCE_RULE,
@@ -276,7 +276,12 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
         "time": {"train_s": round(sum(c["time"]["train_s"] for c in collected.values()), 3),
                  "evaluate_s": round(sum(c["time"]["evaluate_s"] or 0.0 for c in collected.values()), 3),
                  "runs_finished": len(collected), "runs_planned": len(runs),
-                 "runs_carried": sum(1 for c in collected.values() if c.get("carried_from"))},
+                 "runs_carried": sum(1 for c in collected.values() if c.get("carried_from")),
+                 # The study's wall time on paper: the finished runs' measured times (train + evaluate) run N at once
+                 # (N 2-core slots: a 16-core machine with --jobs 8 --threads-per-run 2, or N 2-core Slurm nodes).
+                 "on_paper_s": {str(n): round(makespan([c["time"]["train_s"] + (c["time"]["evaluate_s"] or 0.0)
+                                                        for c in collected.values()], n), 1)
+                                for n in (1, 8, 16, 32, len(runs))}},
         "machines": machines_summary(collected.values()),
     })
     # The answers are computed here, once, from the numbers above; the report and the README only print them.

@@ -245,6 +245,8 @@ def p2_grid(study: dict) -> dict | None:
     if any(c is None for c in comps.values()):
         return None
     keys = [k for k in grid.values() if _stat(study, k, "pck@0.05")]
+    if not keys:  # none of the grid's runs trained yet (a study of some experiments only)
+        return None
     best = max(keys, key=lambda k: _stat(study, k, "pck@0.05")["mean"])
     vs_heat = comparison(study, best, "p2-heatmap", "pck@0.05")
     alone = [direction(comps[("gap", "0")]), direction(comps[("flatten", "0.5")])]

@@ -39,7 +39,7 @@ WORKER_LOG = "study_worker.log"  # a run's trainer and evaluator output when it 
 _worker_data: DataCache | None = None  # problem 2's datasets, decoded once per worker process
 
 
-def _init_worker(threads: int | None) -> None:
+def init_worker(threads: int | None) -> None:
     global _worker_data
     import torch
 
@@ -50,7 +50,7 @@ def _init_worker(threads: int | None) -> None:
     _worker_data = DataCache()
 
 
-def _work(run: Run, state: str) -> float:
+def work_run(run: Run, state: str) -> float:
     """One run in a worker process: train (unless only its evaluation is missing), then evaluate; returns the
     evaluation's wall seconds. The run's output goes to its ``study_worker.log``."""
     run.dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ def run_study_parallel(runs: list[Run], pairs: list[PairRun], results_dir: Path,
                   f"output in its folder's {WORKER_LOG}")
     # spawn: a fresh interpreter per worker, so no thread pool or CUDA context of this process is inherited
     context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=init_worker,
                                   initargs=(threads,))
     running: dict[cf.Future, Run] = {}
     queue = list(todo)
@@ -97,7 +97,7 @@ def run_study_parallel(runs: list[Run], pairs: list[PairRun], results_dir: Path,
                 state = states[run.name]
                 what = {TRAIN: "train", RESUME: f"resume after epoch {done[run.name]}", EVALUATE: "evaluate"}[state]
                 progress.start(i, run, what)
-                running[pool.submit(_work, run, state)] = run
+                running[pool.submit(work_run, run, state)] = run
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 run = running.pop(future)

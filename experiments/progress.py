@@ -7,6 +7,7 @@ from the ``time`` fields of the runs' own ``training_log.json``, so a resumed st
 """
 from __future__ import annotations
 
+import heapq
 import json
 import statistics
 import sys
@@ -64,6 +65,15 @@ def estimate(remaining: Iterable[tuple[str, str, int, bool]], per_epoch: dict[st
         if evaluate and per_eval.get(problem):
             seconds += statistics.median(per_eval[problem])
     return seconds, unmeasured
+
+
+def makespan(durations: Iterable[float], slots: int) -> float:
+    """Wall seconds of runs lasting ``durations`` when ``slots`` run at once, longest first, each on the first slot
+    that is free (the LPT schedule, within 4/3 of the best possible)."""
+    free = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
 
 
 def format_duration(seconds: float) -> str:

@@ -51,6 +51,21 @@ def _run_times(study: dict) -> list[str]:
             *markdown_table(["experiment", "precision", "machine", "runs", "median epoch", "median run"], rows)]
 
 
+def _on_paper(study: dict) -> list[str]:
+    """The study's wall time with more cores or nodes, from its runs' measured times (``study.json['time']``)."""
+    paper = study["time"].get("on_paper_s")
+    if not paper:
+        return []
+    n = {int(k): v for k, v in paper.items()}
+    runs = study["time"]["runs_finished"]
+    nodes = ", ".join(f"{format_duration(n[k])} on {k} nodes" + (" (one per run)" if k == runs else "")
+                      for k in sorted(n) if k > 8)
+    return ["", f"The whole study, on paper: the {runs} runs' measured times (train and evaluate), longest first, each "
+            "on the first free 2-core slot, each as fast as on the 2-core machine it ran on. One 2-core machine "
+            f"{format_duration(n[1])}; a 16-core machine (`study.py --jobs 8 --threads-per-run 2`) "
+            f"{format_duration(n[8])}; a Slurm cluster of 2-core nodes (`study.py --executor slurm`): {nodes}."]
+
+
 def _figure(report_dir: Path, readme_dir: Path, rel: str, caption: str) -> list[str]:
     """A link to an exported figure, relative to the README; nothing when the export holds no such figure."""
     path = report_dir / rel
@@ -76,6 +91,7 @@ def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
     lines += _figure(report_dir, readme_dir, FIGURES["p1_overview"], "Problem 1: AP@0.5 per class, every experiment")
     lines += _figure(report_dir, readme_dir, FIGURES["p2_overview"], "Problem 2: PCK against threshold, every method")
     lines += _run_times(study)
+    lines += _on_paper(study)
     while lines[-1] == "":
         lines.pop()
     return "\n".join([*lines, END])

@@ -1,10 +1,10 @@
 """Every experiment the study reports, the families the report groups them in, and the plan of runs.
 
 An experiment is a problem's config with some fields changed from the specification's defaults; it is run once per
-seed. Problem 2's ablations and variants come from ``problem2/baseline.py``'s own :func:`~problem2.baseline.plan`, so
-the study runs exactly what ``baseline.py`` runs. Two experiments whose configs resolve to the same run (the default
-heatmap run is also the sigma-2, 64x64 and with-skips ablation) are one experiment under several names: the first
-name is its key, the others are aliases, and every family that lists it shares its runs.
+seed. Problem 2's ablations and variants, and their names, come from :func:`problem2.ablations.plan`, which
+``baseline.py`` runs too (with one seed, through the study's runner). Two experiments whose configs resolve to the
+same run (the default heatmap run is also the sigma-2, 64x64 and with-skips ablation) are one experiment under
+several names: the first name is its key, the others are aliases, and every family that lists it shares its runs.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import Any
 from common.config import config_from_dict
 from common.errors import UserError
 from problem1.config import Config as Config1
-from problem2.baseline import FAMILIES as ABLATION_FAMILIES
-from problem2.baseline import AblationConfig
-from problem2.baseline import plan as ablation_plan
+from problem2.ablations import FAMILIES as ABLATION_FAMILIES
+from problem2.ablations import AblationConfig, family_key
+from problem2.ablations import plan as ablation_plan
 from problem2.config import Config as Config2
-from problem2.figures import run_label
+from problem2.methods import run_label
 
 PROBLEMS = {"problem1": Config1, "problem2": Config2}
 SHORT = {"p1": "problem1", "p2": "problem2"}
@@ -140,21 +140,6 @@ P1_EXPERIMENTS = (
 )
 
 
-def _ablation_key(family: str, v: dict) -> str:
-    """The study's name of a ``baseline.py`` run, by the family that varies it."""
-    if family == "sigma":
-        return f"p2-sigma{v['sigma']:g}"
-    if family == "resolution":
-        return f"p2-res{v['heatmap_size']}"
-    if family == "skip":
-        return "p2-skip" if v["skip"] else "p2-noskip"
-    if family == "regression-head":
-        return f"p2-regression-{v['regression_head']}-dropout{v['dropout']:g}"
-    if family == "regression-long":
-        return "p2-regression-long"
-    return f"p2-{v['model']}"
-
-
 def _p2_title(overrides: dict, base_epochs: int) -> str:
     cfg = {**dataclasses.asdict(Config2()), **overrides}
     title = run_label(cfg)
@@ -174,12 +159,12 @@ def build_registry(p1_epochs: int | None = None, p2_epochs: int | None = None) -
     for key, overrides in {**specified, **canonical}.items():
         candidates.append((key, "problem2", "", {**overrides, "epochs": e2}))
     abl_cfg = AblationConfig(epochs=e2, ablations=list(ABLATION_FAMILIES))
-    abl_families, abl_runs = ablation_plan(abl_cfg)
+    abl_families, abl_runs, _ = ablation_plan(abl_cfg)
     baseline_keys: dict[str, str] = {}  # baseline run name -> study key of its first family
     for family, names in abl_families.items():
         for name in names:
-            baseline_keys.setdefault(name, _ablation_key(family, abl_runs[name]))
-            candidates.append((_ablation_key(family, abl_runs[name]), "problem2", "", abl_runs[name]))
+            baseline_keys.setdefault(name, family_key(family, abl_runs[name]))
+            candidates.append((family_key(family, abl_runs[name]), "problem2", "", abl_runs[name]))
 
     experiments: dict[str, Experiment] = {}
     aliases: dict[str, str] = {}

@@ -32,9 +32,9 @@ from typing import Any
 from common.data import ensure_data, load_json
 from common.errors import UserError
 from common.io import atomic_write_json
+from common.machine import run_machine
 from common.runtime import pick_device, resolve_precision
 from common.training import write_log
-from experiments.machine import run_machine
 from experiments.progress import StudyProgress, epoch_seconds, read_log, run_kind
 from experiments.registry import NOT_IDENTITY, PairRun, Run, identity
 

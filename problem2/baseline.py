@@ -8,8 +8,8 @@ Usage::
     python problem2/baseline.py                                   # the heatmap ablations, 30 epochs per run
     python problem2/baseline.py --ablations sigma skip --epochs 10
     python problem2/baseline.py --ablations regression-head regression-long methods    # beyond the specification
-    python problem2/baseline.py --resume                          # finished runs are skipped, an interrupted
-                                                                  # one continues from its last epoch
+    python problem2/baseline.py                                   # again: finished runs are skipped, an
+                                                                  # interrupted one continues from its last epoch
 
 Heatmap ablations (the default; the default sigma 2 / 64x64 / skip run is shared by the three, so 7 runs in all):
 
@@ -28,10 +28,13 @@ Beyond the specification (why direct regression loses, and the coordinate heads 
 * ``methods``: the four methods at their defaults: heatmap and regression (the specified runs, shared with the
   families above) and the integral and SimCC methods.
 
-Each run is a ``train.py`` run in ``<results-dir>/ablation/<run>/`` (same seed, data order, optimizer), with
-its own ``last.pth`` for ``--resume``. Its best-validation-loss checkpoint is then scored by
-validation PCK through the same :func:`~problem2.evaluate.evaluate` as the main models: the losses differ between
-methods and depend on sigma and resolution, PCK does not. Writes ``ablation.json``, the ablation sections of
+This is the study's problem-2 part with one seed: the runs, their names and their folders are the study's
+(:func:`problem2.ablations.plan`, ``experiments/``). Each run is a ``train.py`` run in
+``<results-dir>/study/<run>/seed<seed>/`` (same seed, data order, optimizer), evaluated there by ``evaluate.py``'s
+own code (its best-validation-loss checkpoint scored by validation PCK: the losses differ between methods and depend
+on sigma and resolution, PCK does not). As in the study, a finished run is skipped and an interrupted one continues
+from its ``last.pth``, so a ``study.py`` on the same results folder reuses these runs as its seed-641 runs and the
+other way round. Writes ``ablation.json``, the ablation sections of
 ``summary.md`` (for the study beyond the specification: one table, where the hand predictions land, and a
 conclusion generated from the numbers), ``figures/ablation.png`` (heatmap ablations) and
 ``figures/methods_pck_curves.png`` (every method and variant). An earlier ``ablation.json`` of the same epochs and
@@ -50,127 +53,66 @@ import argparse
 import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common.cli import command_line, require_output_dir  # noqa: E402
-from common.config import cfg_field, parse_config  # noqa: E402
-from common.data import ensure_data  # noqa: E402
+from common.config import parse_config  # noqa: E402
+from common.data import load_json  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.io import atomic_write_json  # noqa: E402
 from common.report import nan_to_none  # noqa: E402
 from common.runtime import pick_device, tune_cpu_allocator  # noqa: E402
-from problem2.codec import build_codec  # noqa: E402
-from problem2.config import HEATMAP_FAMILIES, REGRESSION_HEADS, STUDY_FAMILIES, Config  # noqa: E402
-from problem2.evaluate import evaluate, load_model  # noqa: E402
+from experiments.registry import STUDY_DIR, Run  # noqa: E402
+from experiments.runner import read_timing, run_log, run_study  # noqa: E402
+from problem2.ablations import FAMILIES, AblationConfig, plan  # noqa: E402
+from problem2.config import HEATMAP_FAMILIES, STUDY_FAMILIES, Config  # noqa: E402
 from problem2.figures import plot_ablations, plot_methods  # noqa: E402
-from problem2.loss import build_criterion  # noqa: E402
-from problem2.metrics import THRESHOLDS, ceiling_metrics  # noqa: E402
+from problem2.metrics import THRESHOLDS  # noqa: E402
 from problem2.report import write_summary  # noqa: E402
-from problem2.train import VAL_BATCH_SIZE, load_data, train  # noqa: E402
 
-FAMILIES = (*HEATMAP_FAMILIES, *STUDY_FAMILIES)
-
-
-@dataclass
-class AblationConfig(Config):
-    model: str = cfg_field("heatmap", "every run sets its own model", cli=False)
-    ablations: list[str] = cfg_field(list(HEATMAP_FAMILIES), "which ablations to run: the heatmap ablations "
-                                     "(sigma, resolution, skip: the default) and the study beyond the specification "
-                                     "(regression-head, regression-long, methods)", choices=list(FAMILIES))
-    sigmas: list[float] = cfg_field([1.0, 2.0, 3.0, 4.0], "sigma values of the sigma ablation (heatmap pixels)",
-                                    gt=0)
-    resolutions: list[int] = cfg_field([32, 64, 128], "heatmap sizes of the resolution ablation",
-                                       choices=[16, 32, 64, 128])
-    regression_heads: list[str] = cfg_field(list(REGRESSION_HEADS), "RegressionNet heads of the regression-head "
-                                            "grid", choices=list(REGRESSION_HEADS))
-    dropouts: list[float] = cfg_field([0.5, 0.0], "dropout values of the regression-head grid", min=0, lt=1)
-    long_factor: int = cfg_field(3, "regression-long trains the regression model LONG_FACTOR x --epochs epochs",
-                                 min=1)
+__all__ = ["FAMILIES", "AblationConfig", "plan", "main"]
 
 
-def run_name(run: dict, epochs: int) -> str:
-    """The folder name of a run: its method and the settings that make it a variant (``epochs``: the report's)."""
-    m = run["model"]
-    if m == "heatmap":
-        name = f"sigma{run['sigma']:g}_res{run['heatmap_size']}_{'skip' if run['skip'] else 'noskip'}"
-    elif m == "regression":
-        name = f"regression_{run['regression_head']}_dropout{run['dropout']:g}"
-    elif m == "integral":
-        name = (f"integral_{run['integral_loss']}_div{run['integral_divergence']:g}_sigma{run['sigma']:g}"
-                f"_res{run['heatmap_size']}")
-    else:
-        name = f"simcc_split{run['simcc_split_ratio']:g}_sigma{run['simcc_sigma']:g}_res{run['heatmap_size']}"
-    return name + (f"_epochs{run['epochs']}" if run["epochs"] != epochs else "")
-
-
-def plan(cfg: AblationConfig) -> tuple[dict[str, list[str]], dict[str, dict]]:
-    """``(families: {family: [run names]}, runs: {run name: the Config fields it sets, model and epochs
-    included})``, runs deduplicated (the specified heatmap and regression runs serve several families)."""
-    e = cfg.epochs
-    heat = lambda s, r, k: {"model": "heatmap", "sigma": float(s), "heatmap_size": r, "skip": k, "epochs": e}  # noqa: E731
-    reg = lambda h, d, ep: {"model": "regression", "regression_head": h, "dropout": float(d), "epochs": ep}  # noqa: E731
-    variants = {
-        "sigma": [heat(s, cfg.heatmap_size, cfg.skip) for s in cfg.sigmas],
-        "resolution": [heat(cfg.sigma, r, cfg.skip) for r in cfg.resolutions],
-        "skip": [heat(cfg.sigma, cfg.heatmap_size, s) for s in (True, False)],
-        "regression-head": [reg(h, d, e) for h in cfg.regression_heads for d in cfg.dropouts],
-        "regression-long": [reg(cfg.regression_head, cfg.dropout, cfg.long_factor * e)],
-        "methods": [heat(cfg.sigma, cfg.heatmap_size, cfg.skip), reg(cfg.regression_head, cfg.dropout, e),
-                    {"model": "integral", "integral_loss": cfg.integral_loss,
-                     "integral_divergence": float(cfg.integral_divergence), "sigma": float(cfg.sigma),
-                     "heatmap_size": cfg.heatmap_size, "skip": cfg.skip, "epochs": e},
-                    {"model": "simcc", "simcc_split_ratio": float(cfg.simcc_split_ratio),
-                     "simcc_sigma": float(cfg.simcc_sigma), "heatmap_size": cfg.heatmap_size, "skip": cfg.skip,
-                     "epochs": e}],
-    }
-    families, runs = {}, {}
-    for family in FAMILIES:
-        if family in cfg.ablations:
-            families[family] = []
-            for v in variants[family]:
-                name = run_name(v, e)
-                runs.setdefault(name, v)
-                if name not in families[family]:
-                    families[family].append(name)
+def plan_runs(cfg: AblationConfig, results_dir: Path) -> tuple[dict[str, list[str]], list[Run]]:
+    """The families and the study's runs of ``cfg`` (seed ``cfg.seed``): every other setting is ``cfg``'s."""
+    families, variants, _ = plan(cfg)
+    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
+    runs = []
+    for key, v in variants.items():
+        run_dir = results_dir / STUDY_DIR / key / f"seed{cfg.seed}"
+        runs.append(Run(key, "problem2", cfg.seed, Config(**{**base, **v, "results_dir": str(run_dir)}), run_dir))
     return families, runs
 
 
-def run_ablations(cfg: AblationConfig, resume: bool, command: str) -> dict:
+def run_entry(run: Run, variant: dict) -> dict:
+    """A finished run's ``ablation.json`` entry, from what its folder holds (``metrics.json``, the training log)."""
+    result = load_json(run.dir / "metrics.json", ("methods",))["methods"][run.method]
+    log = run_log(run)
+    cpu = [r["time"].get("cpu_s") for r in log]  # absent in epochs logged before it was recorded
+    return {**variant, "dir": str(run.dir), "epoch": result["epoch"], "val_loss": result["val_loss"],
+            "metrics": result["metrics"], "final_epoch_val_pck": log[-1]["val"]["pck"],
+            "val_pck_by_epoch": [r["val"]["pck"] for r in log],
+            "train_time_s": round(sum(r["time"]["train_s"] + r["time"]["val_s"] for r in log), 1),
+            "cpu_time_s": round(sum(cpu), 1) if None not in cpu else None,
+            "evaluate_s": (read_timing(run.dir) or {}).get("evaluate_s")}
+
+
+def run_ablations(cfg: AblationConfig, command: str) -> dict:
     results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
-    ensure_data(cfg.data_dir, is_default=Path(cfg.data_dir).resolve() == Path(Config().data_dir).resolve(),
-                dataset="keypoints")
-    data = load_data(cfg)  # decoded once, shared by every run
-    names = data[1].keypoint_names
-    families, runs = plan(cfg)
-    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
-    out_runs = {}
-    for i, (name, v) in enumerate(runs.items(), 1):
-        print(f"[{i}/{len(runs)}] {name}")
-        run_dir = results_dir / "ablation" / name
-        run_cfg = Config(**{**base, **v, "results_dir": str(run_dir)})
-        method = v["model"]
-        # --resume continues a run that saved an epoch; one that never did (not started yet) starts afresh.
-        log = train(run_cfg, resume=resume and (run_dir / "last.pth").is_file(), command=command, data=data,
-                    snapshots=False)
-        model, ckpt = load_model(run_dir / f"{method}_model.pth", device)
-        val = data[1].with_codec(build_codec(method, run_cfg, names)).to(device)
-        res = evaluate(model, val, VAL_BATCH_SIZE, cfg.amp, criterion=build_criterion(method, run_cfg))
-        cpu = [r["time"].get("cpu_s") for r in log]  # absent in epochs logged before it was recorded
-        out_runs[name] = {**v, "dir": str(run_dir), "epoch": ckpt["epoch"], "val_loss": res["loss"],
-                          "metrics": res["metrics"], "final_epoch_val_pck": log[-1]["val"]["pck"],
-                          "val_pck_by_epoch": [r["val"]["pck"] for r in log],
-                          "train_time_s": round(sum(r["time"]["train_s"] + r["time"]["val_s"] for r in log), 1),
-                          "cpu_time_s": round(sum(cpu), 1) if None not in cpu else None}
+    families, runs = plan_runs(cfg, results_dir)
+    variants = plan(cfg)[1]
+    run_study(runs, [], results_dir, cfg.device)  # trains, resumes or skips each run, then evaluates it
+    out_runs = {r.experiment: run_entry(r, variants[r.experiment]) for r in runs}
     report = {"command": command, "epochs": cfg.epochs, "seed": cfg.seed, "device": str(device),
               "config": dataclasses.asdict(cfg), "thresholds": list(THRESHOLDS), "families": families,
               "runs": out_runs}
-    if data[1].hands is not None and not cfg.canonical_hands:
-        report["ceiling"] = ceiling_metrics(data[1].keypoints.cpu(), data[1].hands)
+    ceiling = load_json(runs[0].dir / "metrics.json").get("ceiling")  # the validation set's, as evaluate.py wrote it
+    if ceiling and not cfg.canonical_hands:
+        report["ceiling"] = ceiling
     report = merge_previous(results_dir / "ablation.json", report)
     heatmap_families = {f: n for f, n in report["families"].items() if f in HEATMAP_FAMILIES}
     if heatmap_families:
@@ -211,14 +153,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--resume", action="store_true",
-                        help="skip finished runs and continue an interrupted one from its last.pth")
+                        help="always on, as in the study: finished runs are skipped and an interrupted one continues "
+                        "from its last.pth (the flag is kept so that earlier commands still work)")
     cfg, ns = parse_config(AblationConfig, argv, parser=parser)
     tune_cpu_allocator()
-    report = run_ablations(cfg, ns.resume, command_line("problem2/baseline.py", argv))
+    report = run_ablations(cfg, command_line("problem2/baseline.py", argv))
     for family, names in report["families"].items():
         for n in names:
             p = report["runs"][n]["metrics"]["pck"]
-            print(f"{family:>10} {n:>24}: " + "  ".join(f"PCK@{t}={v:.3f}" for t, v in p.items()))
+            print(f"{family:>15} {n:>32}: " + "  ".join(f"PCK@{t}={v:.3f}" for t, v in p.items()))
     print(f"wrote {Path(cfg.results_dir) / 'ablation.json'} and the ablation section of summary.md")
 
 

@@ -31,12 +31,11 @@ sub-pixel bins.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from problem2.config import DECODERS, Config, as_config
+from problem2.config import DECODERS
 from problem2.heatmaps import (
     DARK_BLUR_SIGMA,
     decode_heatmaps,
@@ -243,25 +242,3 @@ class SimCCCodec:
 
 
 Codec = HeatmapCodec | RegressionCodec | IntegralCodec | SimCCCodec
-
-
-def build_codec(method: str, config: Config | Mapping[str, Any], keypoint_names: Sequence[str]) -> Codec:
-    """The codec of ``method`` (one of ``config.METHODS``) with the settings of ``config``: a problem-2 ``Config``
-    or the config dict a checkpoint holds (keys it predates take their defaults, see ``config.as_config``).
-
-    The heatmap codec decodes the hands jointly unless ``--no-hand-pairs`` or the canonical labelling (which makes
-    their labels a function of the image) is in effect; checkpoints from before ``hand_pairs`` existed decoded them
-    jointly.
-    """
-    c = as_config(config)
-    if method == "heatmap":
-        hands = hand_indices(keypoint_names)
-        joint = c.hand_pairs and hands is not None and not c.canonical_hands
-        return HeatmapCodec(IMAGE_SIZE, c.heatmap_size, c.sigma, c.decoder, (hands,) if joint else ())
-    if method == "regression":
-        return RegressionCodec(IMAGE_SIZE)
-    if method == "integral":
-        return IntegralCodec(IMAGE_SIZE, c.heatmap_size, c.sigma)
-    if method == "simcc":
-        return SimCCCodec(IMAGE_SIZE, c.simcc_split_ratio, c.simcc_sigma)
-    raise ValueError(f"unknown method {method!r}")

@@ -32,7 +32,7 @@ from common.io import atomic_write_json  # noqa: E402
 from common.report import nan_to_none  # noqa: E402
 from common.runtime import amp_help, autocast, memory_format, pick_device, resolve_precision, tune_cpu_allocator  # noqa: E402
 from common.training import load_checkpoint, load_weights  # noqa: E402
-from problem2.codec import HeatmapCodec, build_codec  # noqa: E402
+from problem2.codec import HeatmapCodec  # noqa: E402
 from problem2.codec import extract_keypoints_from_heatmaps as extract_keypoints_from_heatmaps  # noqa: E402  (re-export)
 from problem2.config import DECODERS, METHODS, PROBLEM, SPECIFIED_METHODS, Config  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split  # noqa: E402
@@ -44,7 +44,8 @@ from problem2.figures import (  # noqa: E402
     plot_training_log,
     plot_training_stages,
 )
-from problem2.loss import KeypointMSELoss, build_criterion  # noqa: E402
+from problem2.loss import KeypointMSELoss  # noqa: E402
+from problem2.methods import build_codec, build_criterion, build_model  # noqa: E402
 from problem2.metrics import (  # noqa: E402
     DENSE_THRESHOLDS,
     THRESHOLDS,
@@ -56,7 +57,6 @@ from problem2.metrics import (  # noqa: E402
     keypoint_metrics,
     swap_hands_to_best,
 )
-from problem2.model import build_model  # noqa: E402
 from problem2.report import write_summary  # noqa: E402
 
 # --- the evaluation path (also run every epoch by train.py) -------------------------------------------------------
@@ -67,7 +67,7 @@ def predict(model: torch.nn.Module, dataset: KeypointDataset, batch_size: int = 
     """Run ``model`` over ``dataset`` in file order:
     ``{'loss', 'losses', 'predictions' Tensor[N, K, 2] px, 'outputs'}``.
 
-    Targets and decoding come from ``dataset.codec``; ``criterion`` is the method's (``loss.build_criterion``;
+    Targets and decoding come from ``dataset.codec``; ``criterion`` is the method's (``methods.build_criterion``;
     None: the specified MSE of heatmap and regression). ``losses`` holds every named term of the criterion, each
     averaged over the images like ``loss``. ``outputs`` holds the raw outputs of the first ``keep_outputs`` images
     (for figures) on the CPU, or None.

@@ -11,6 +11,7 @@ import torch
 from common.plotting import image_grid, plot_training_curves, pyplot, save_figure
 from problem2.codec import IMAGE_SIZE, Codec, pixels_to_heatmap
 from problem2.config import METHODS
+from problem2.methods import run_label
 from problem2.metrics import DENSE_THRESHOLDS, FAILURE_THRESHOLD, THRESHOLDS, keypoint_errors
 
 COLORS = {"gt": "#2ca02c", "heatmap": "#d62728", "regression": "#1f77b4", "integral": "#ff7f0e", "simcc": "#9467bd",
@@ -200,19 +201,6 @@ def plot_ablations(report: dict, path: Path) -> None:
 
 
 REGRESSION_HEAD_COLORS = {"gap": "#1f77b4", "flatten": "#17becf", "coord": "#393b79"}
-
-
-def run_label(run: dict) -> str:
-    """A short name of one ``ablation.json`` run: its method and the settings that make it a variant."""
-    method = run.get("model", "heatmap")  # runs written before the study beyond the specification were heatmaps
-    if method == "heatmap":
-        return f"heatmap, sigma {run['sigma']:g}, {run['heatmap_size']}x{run['heatmap_size']}" + (
-            "" if run["skip"] else ", no skip")
-    if method == "regression":
-        return f"regression, {run['regression_head']} head, dropout {run['dropout']:g}"
-    if method == "integral":
-        return f"integral, {run['integral_loss']} + {run['integral_divergence']:g} x JS"
-    return f"simcc, split {run['simcc_split_ratio']:g}, sigma {run['simcc_sigma']:g} px"
 
 
 def plot_methods(report: dict, names: list[str], path: Path) -> None:

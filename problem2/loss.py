@@ -13,13 +13,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from problem2.config import Config, as_config
 from problem2.heatmaps import soft_argmax
 
 
@@ -76,16 +74,3 @@ class SimCCLoss(nn.Module):
         log_q = outputs.float().log_softmax(dim=-1)
         kl = (torch.xlogy(targets, targets) - targets * log_q).sum(dim=-1)  # [B, K, 2]
         return {"loss": kl.mean()}
-
-
-def build_criterion(method: str, config: Config | Mapping[str, Any] | None = None) -> nn.Module:
-    """The criterion of ``method`` with the settings of ``config`` (a ``Config``, a checkpoint's config dict, or None
-    for the defaults): MSE for heatmap and regression, as specified, whatever their codec encodes."""
-    c = as_config(config if config is not None else {})
-    if method in ("heatmap", "regression"):
-        return KeypointMSELoss()
-    if method == "integral":
-        return IntegralLoss(c.integral_loss, c.integral_divergence)
-    if method == "simcc":
-        return SimCCLoss()
-    raise ValueError(f"unknown method {method!r}")

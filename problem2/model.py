@@ -38,14 +38,9 @@ into L bins per axis (Li et al. 2022), ``-> [B, K, 2, L]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
-
-from problem2.codec import simcc_bins
-from problem2.config import Config, as_config
 
 ENCODER_CHANNELS = (32, 64, 128, 256)  # conv1..conv4; spatial 64, 32, 16, 8 for a 128 input
 ENCODER_MAP_SIZE = 8  # conv4's map for a 128 x 128 input (four 2x2 max-pools)
@@ -167,18 +162,3 @@ class SimCCNet(HeatmapNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = super().forward(x).flatten(2)  # [B, K, hs, hs] -> [B, K, hs * hs]
         return torch.stack([self.to_x(f), self.to_y(f)], dim=2)  # [B, K, 2, L]
-
-
-def build_model(method: str, num_keypoints: int = 5, config: Config | Mapping[str, Any] | None = None) -> nn.Module:
-    """The model of ``method`` (one of ``config.METHODS``) with the settings of ``config``: a problem-2 ``Config``, the
-    config dict a checkpoint holds (keys it predates take their defaults, the specification), or None for the
-    defaults. ``heatmap_size`` and ``skip`` shape the HeatmapNet that heatmap, integral and simcc share;
-    ``regression_head`` and ``dropout`` only matter for regression, ``simcc_split_ratio`` only for simcc."""
-    c = as_config(config if config is not None else {})
-    if method in ("heatmap", "integral"):
-        return HeatmapNet(num_keypoints, c.heatmap_size, c.skip)
-    if method == "regression":
-        return RegressionNet(num_keypoints, c.regression_head, c.dropout)
-    if method == "simcc":
-        return SimCCNet(num_keypoints, c.heatmap_size, c.skip, simcc_bins(c.simcc_split_ratio))
-    raise ValueError(f"unknown method {method!r}")

@@ -11,7 +11,7 @@ from common.data import load_json
 from common.io import atomic_write_text
 from common.report import fmt, markdown_table
 from problem2.config import HEATMAP_FAMILIES, SPECIFIED_METHODS, STUDY_FAMILIES, Config
-from problem2.figures import run_label
+from problem2.methods import method_settings, run_label
 from problem2.metrics import FAILURE_THRESHOLD, KEYPOINT_GROUPS, THRESHOLDS
 
 PCK_HEADER = [f"PCK@{t:g}" for t in THRESHOLDS]
@@ -64,7 +64,7 @@ def _main_sections(metrics: dict) -> list[str]:
         c = res["config"]
         lines.append(f"- {method}: `{res['checkpoint']}` (best validation loss, epoch {res['epoch']} of "
                      f"{c['epochs']}; seed {c['seed']}, lr {c['lr']}, batch {c['batch_size']}"
-                     + _method_settings(method, c) + f"; evaluated in {res.get('precision', 'fp32')})")
+                     + method_settings(method, c) + f"; evaluated in {res.get('precision', 'fp32')})")
     lines += ["", "PCK normalised by the diagonal of the ground-truth keypoint box:", "", *_pck_table(metrics), ""]
     if metrics.get("ceiling"):
         lines += _ceiling_section(metrics["ceiling"])
@@ -96,21 +96,6 @@ def _main_sections(metrics: dict) -> list[str]:
                       [g.replace("_", " "), v["count"], v["images"], *(v["per_keypoint"][n] for n in names)]
                       for g, v in metrics["failures"].items()]), ""]
     return lines
-
-
-def _method_settings(method: str, c: dict) -> str:
-    """The settings that shape ``method``, from its checkpoint's config; keys a checkpoint predates are the
-    specification's defaults."""
-    hs = f"{c['heatmap_size']}x{c['heatmap_size']}"
-    if method == "heatmap":
-        return (f", sigma {c['sigma']}, {hs}, skip {c['skip']}, decoder {c['decoder']}, "
-                f"hands {'jointly' if c.get('hand_pairs', True) else 'each map alone'}")
-    if method == "regression":
-        return f", {c.get('regression_head', 'gap')} head, dropout {c.get('dropout', 0.5):g}"
-    if method == "integral":
-        return (f", soft-argmax of {hs} maps, {c['integral_loss']} + {c['integral_divergence']:g} x JS divergence "
-                f"to sigma {c['sigma']:g}")
-    return f", {hs} maps, {c['simcc_split_ratio']:g} bins per pixel, label sigma {c['simcc_sigma']:g} px"
 
 
 def _placement_section(placement: dict[str, dict], ceiling: dict | None) -> list[str]:
@@ -207,12 +192,12 @@ def _study_section(abl: dict, names: list[str]) -> list[str]:
              f"Command: `{abl['command']}`  ",
              f"Seed {abl['seed']}, device {abl['device']}, the specified optimiser (Adam, lr "
              f"{abl['config']['lr']}, batch {abl['config']['batch_size']}); each run's best-validation-loss checkpoint "
-             "(in `ablation/<folder>/`), scored on the validation set. Head, hands and feet: PCK@0.05 of those "
+             "(in `study/<run>/seed<S>/`), scored on the validation set. Head, hands and feet: PCK@0.05 of those "
              "keypoints. Spread: how far the predictions move between images relative to the keypoints (1: they "
              "follow the figure, 0: one pose for every image). Train time is the wall time of training and "
              "per-epoch validation; CPU time is the process's CPU time over the same epochs (on several cores it "
              "exceeds the wall time).", "",
-             *markdown_table(["run (`ablation/` folder)", "epochs", *PCK_HEADER, "AUC", "mean px error",
+             *markdown_table(["run (`study/` folder)", "epochs", *PCK_HEADER, "AUC", "mean px error",
                               *(f"{g} PCK@0.05" for g in KEYPOINT_GROUPS), "swap-inv. PCK@0.05", "spread",
                               "best epoch", "train time", "CPU time"], rows), ""]
     if placement:

@@ -92,12 +92,11 @@ from common.training import (  # noqa: E402
     save_checkpoint,
     write_log,
 )
-from problem2.codec import Codec, build_codec  # noqa: E402
+from problem2.codec import Codec  # noqa: E402
 from problem2.config import METHODS, PROBLEM, Config, trained_methods  # noqa: E402
 from problem2.dataset import KeypointDataset, load_split, split_paths  # noqa: E402
 from problem2.evaluate import evaluate, load_snapshots  # noqa: E402
-from problem2.loss import build_criterion  # noqa: E402
-from problem2.model import build_model  # noqa: E402
+from problem2.methods import build_codec, build_criterion, build_model  # noqa: E402
 
 SNAPSHOT_EPOCHS = (1, 5, 10, 20, 30)
 SNAPSHOT_IMAGES = 4

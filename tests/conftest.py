@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROGRESS", "0")  # no progress bars in test logs
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from generate_datasets import generate  # noqa: E402
+from common.synthetic import generate  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -123,12 +123,10 @@ def test_bf16_evaluation_is_close_to_fp32_on_a_tiny_trained_model(native_bf16, t
     from problem1.loss import DetectionLoss
     from problem1.model import MultiScaleDetector
     from problem1.utils import default_anchors
-    from problem2.codec import build_codec
     from problem2.config import Config as Config2
     from problem2.dataset import load_split as load2
     from problem2.evaluate import evaluate as evaluate2
-    from problem2.loss import build_criterion
-    from problem2.model import build_model
+    from problem2.methods import build_codec, build_criterion, build_model
 
     torch.manual_seed(0)
     data = load1(tiny_data, "train", limit=4)

@@ -11,7 +11,7 @@ import torch
 
 import bench
 from common.errors import UserError
-from experiments.machine import run_machine
+from common.machine import run_machine
 
 ROWS = ("pure_model_step", "real_training_step", "pure_inference_val", "evaluation_val")
 

@@ -60,10 +60,10 @@ def test_require_resume_checkpoint(tmp_path):
 
 
 def test_ensure_data_generates_only_where_it_should(tmp_path, monkeypatch):
-    import generate_datasets
+    import common.synthetic as synthetic
 
     generated = []
-    monkeypatch.setattr(generate_datasets, "generate", lambda d: generated.append(d))
+    monkeypatch.setattr(synthetic, "generate", lambda d: generated.append(d))
     ensure_data(tmp_path / "missing", is_default=False, dataset="detection")  # missing: generate
     (tmp_path / "empty").mkdir()
     ensure_data(tmp_path / "empty", is_default=False, dataset="keypoints")  # empty: generate

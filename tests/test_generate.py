@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generate_datasets import generate
+from common.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {

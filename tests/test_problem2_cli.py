@@ -71,10 +71,11 @@ def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path):
                    "--device", "cpu", "--sigmas", "1", "2", "--resolutions", "32", "64")
     assert r.returncode == 0, r.stderr
     abl = json.loads((res / "ablation.json").read_text())
-    assert abl["families"] == {"sigma": ["sigma1_res64_skip", "sigma2_res64_skip"],
-                               "resolution": ["sigma2_res32_skip", "sigma2_res64_skip"],
-                               "skip": ["sigma2_res64_skip", "sigma2_res64_noskip"]}
+    assert abl["families"] == {"sigma": ["p2-sigma1", "p2-heatmap"], "resolution": ["p2-res32", "p2-heatmap"],
+                               "skip": ["p2-heatmap", "p2-noskip"]}  # the study's names, one per run
     assert len(abl["runs"]) == 4 and (res / "figures" / "ablation.png").is_file()
+    for key, r in abl["runs"].items():  # the study's folders: a study.py on this folder reuses these runs
+        assert Path(r["dir"]) == res / "study" / key / "seed641" and (Path(r["dir"]) / "metrics.json").is_file()
     summary = (res / "summary.md").read_text()
     assert "## Ablations" in summary and "## Evaluation" in summary  # one summary, both sections
 
@@ -291,9 +292,10 @@ def test_images_match_the_generator(tiny_data):
 
 def test_baseline_plan_dedupes_the_default_run():
     cfg = baseline.AblationConfig()
-    families, runs = baseline.plan(cfg)
+    families, runs, aliases = baseline.plan(cfg)
     assert len(runs) == 7 and list(families) == ["sigma", "resolution", "skip"]
-    assert "sigma2_res64_skip" in families["sigma"] and "sigma2_res64_skip" in families["skip"]
+    assert "p2-heatmap" in families["sigma"] and "p2-heatmap" in families["skip"]
+    assert aliases["p2-sigma2"] == aliases["p2-res64"] == aliases["p2-skip"] == "p2-heatmap"
     assert {runs[n]["heatmap_size"] for n in families["resolution"]} == {32, 64, 128}
 
 

@@ -21,16 +21,16 @@ from problem2.codec import (
     IntegralCodec,
     RegressionCodec,
     SimCCCodec,
-    build_codec,
     pixels_to_heatmap,
     render_heatmaps_batch,
 )
 from problem2.config import METHODS, PROBLEM, REGRESSION_HEADS, Config
 from problem2.dataset import load_split
 from problem2.heatmaps import soft_argmax
-from problem2.loss import IntegralLoss, KeypointMSELoss, SimCCLoss, build_criterion
+from problem2.loss import IntegralLoss, KeypointMSELoss, SimCCLoss
+from problem2.methods import build_codec, build_criterion, build_model
 from problem2.metrics import hand_placement, hand_placement_strategies, keypoint_errors, prediction_spread
-from problem2.model import HeatmapNet, RegressionNet, SimCCNet, build_model
+from problem2.model import HeatmapNet, RegressionNet, SimCCNet
 from problem2.report import study_conclusion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,13 +267,11 @@ def test_cli_smoke_every_new_method_then_evaluate(tiny_data, tmp_path):
 
 def test_study_plan():
     assert baseline.AblationConfig().ablations == ["sigma", "resolution", "skip"]  # the default is unchanged
-    families, runs = baseline.plan(baseline.AblationConfig(ablations=["regression-head", "regression-long",
-                                                                      "methods"]))
+    families, runs, _ = baseline.plan(baseline.AblationConfig(ablations=["regression-head", "regression-long",
+                                                                         "methods"]))
     assert len(families["regression-head"]) == 6 and len(runs) == 10  # the specified regression serves two families
-    assert families["regression-long"] == ["regression_gap_dropout0.5_epochs90"]
-    assert runs["regression_gap_dropout0.5_epochs90"]["epochs"] == 90
-    assert families["methods"] == ["sigma2_res64_skip", "regression_gap_dropout0.5", "integral_l1_div1_sigma2_res64",
-                                   "simcc_split2_sigma2_res64"]
+    assert families["regression-long"] == ["p2-regression-long"] and runs["p2-regression-long"]["epochs"] == 90
+    assert families["methods"] == ["p2-heatmap", "p2-regression", "p2-integral", "p2-simcc"]
     assert {runs[n]["regression_head"] for n in families["regression-head"]} == set(REGRESSION_HEADS)
     assert {runs[n]["model"] for n in runs} == set(METHODS)
 
@@ -283,17 +281,17 @@ def test_study_runs_and_its_report(tiny_data, tmp_path):
     argv = ["--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu", "--epochs", "1",
             "--ablations", "regression-head", "regression-long", "methods", "--regression-heads", "gap", "coord",
             "--dropouts", "0.5", "--long-factor", "2", "--limit-train", "8"]
-    assert run_main(baseline.main, [*argv, "--resume"]) == 0  # runs that never started start afresh
+    assert run_main(baseline.main, argv) == 0
     abl = json.loads((res / "ablation.json").read_text())
     assert list(abl["families"]) == ["regression-head", "regression-long", "methods"]
-    assert len(abl["runs"]) == 6 and abl["runs"]["regression_gap_dropout0.5_epochs2"]["epoch"] <= 2
+    assert len(abl["runs"]) == 6 and abl["runs"]["p2-regression-long"]["epoch"] <= 2
     for name, r in abl["runs"].items():
-        assert (res / "ablation" / name / f"{r['model']}_model.pth").is_file()
+        assert (res / "study" / name / "seed641" / f"{r['model']}_model.pth").is_file()
         assert r["train_time_s"] > 0 and r["cpu_time_s"] > 0 and len(r["val_pck_by_epoch"]) == r["epochs"]
     assert (res / "figures" / "methods_pck_curves.png").is_file() and not (res / "figures" / "ablation.png").exists()
     summary = (res / "summary.md").read_text()
     assert "## Beyond the specification" in summary and "### What these runs measured" in summary
-    spec = abl["runs"]["regression_gap_dropout0.5"]["metrics"]
+    spec = abl["runs"]["p2-regression"]["metrics"]
     assert f"reaches PCK@0.05 {spec['pck']['0.05']:.3f}" in summary  # the conclusion quotes the JSON's numbers
     assert run_main(baseline.main, [*argv, "--resume"]) == 0  # finished runs: nothing trained, the same report
     again = json.loads((res / "ablation.json").read_text())

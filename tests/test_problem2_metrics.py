@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from generate_datasets import generate
+from common.synthetic import generate
 from problem2.metrics import (
     auc,
     best_single_prediction_sum,

@@ -8,7 +8,8 @@ from helpers import overfit
 from problem2.codec import HeatmapCodec, RegressionCodec, render_heatmaps, render_heatmaps_batch
 from problem2.dataset import KeypointDataset, load_split
 from problem2.loss import KeypointMSELoss
-from problem2.model import HeatmapNet, RegressionNet, build_model
+from problem2.methods import build_model
+from problem2.model import HeatmapNet, RegressionNet
 
 
 @pytest.mark.parametrize("heatmap_size", [16, 32, 64, 128])

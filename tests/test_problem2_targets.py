@@ -8,7 +8,6 @@ import torch
 from problem2.codec import (
     HeatmapCodec,
     RegressionCodec,
-    build_codec,
     extract_keypoints_from_heatmaps,
     heatmap_to_pixels,
     pixels_to_heatmap,
@@ -19,6 +18,7 @@ from problem2.codec import (
 )
 from problem2.config import Config
 from problem2.dataset import canonicalize_hands
+from problem2.methods import build_codec
 
 NAMES = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 

@@ -25,7 +25,7 @@ from experiments.aggregate import DIFFERS, NOT_RUN, NOT_TESTED, WITHIN_NOISE, co
 from experiments.export import linked_figures, shrink_png
 from experiments.figures import panel_sources
 from experiments.findings import build_findings, change
-from experiments.progress import estimate, format_eta
+from experiments.progress import estimate, format_eta, makespan
 from experiments.readme import BEGIN, END, current_block, readme_block, update_readme
 from experiments.registry import (
     Settings,
@@ -38,8 +38,8 @@ from experiments.registry import (
 from experiments.report_appendix import machine_name, performance_section
 from experiments.runner import EVALUATE, FINISHED, RESUME, TRAIN, config_flags, run_state
 from problem1.config import Config as Config1
-from problem2.baseline import FAMILIES, AblationConfig
-from problem2.baseline import plan as baseline_plan
+from problem2.ablations import FAMILIES, AblationConfig
+from problem2.ablations import plan as baseline_plan
 from problem2.config import Config as Config2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_plan_shares_identical_runs_and_derives_the_ablations_from_baseline(tmp_
     assert registry.aliases["p2-regression-gap-dropout0.5"] == "p2-regression"
     # Every baseline.py run is an experiment of the study, and no problem-2 ablation is typed in twice.
     abl = AblationConfig(epochs=30, ablations=list(FAMILIES))
-    _, baseline_runs = baseline_plan(abl)
+    _, baseline_runs, _ = baseline_plan(abl)
     want = {repr(sorted(identity("problem2", v).items())) for v in baseline_runs.values()}
     have = {repr(sorted(identity("problem2", e.overrides).items())) for e in registry.experiments.values()
             if e.problem == "problem2" and not e.overrides.get("canonical_hands")}
@@ -266,6 +266,10 @@ def test_recorded_study_command_leaves_out_where_inputs_come_from():
             "--only", "p2", "--bench-json=c.json", "--continue-from=d", "--seeds", "2"]
     assert study_command_args(argv) == ["--seeds-for", "p1-cosine=1", "--only", "p2", "--seeds", "2"]
     assert study_command_args(["--bench-json", "a.json"]) == []
+    # where the runs execute is not what the study computes: --no-wait takes no value, the --slurm-* options one
+    argv = ["--executor", "slurm", "--no-wait", "--only", "p1", "--slurm-partition=cpu", "--slurm-time", "60",
+            "--slurm-cpus-per-task", "4", "--slurm-gpus-per-task", "1", "--jobs", "2", "--seeds", "1"]
+    assert study_command_args(argv) == ["--only", "p1", "--seeds", "1"]
 
 
 def test_performance_section_has_rows_per_bench_and_names_only_recorded_machines():
@@ -293,6 +297,14 @@ def test_eta_from_measured_epochs():
     assert format_eta(0.0, 2, 2) == "ETA after the first epoch"
     assert format_eta(3725.0, 0, 1) == "ETA 1 h 02 min"
     assert format_eta(0.0, 0, 0) == "done"
+
+
+def test_makespan_of_runs_side_by_side():
+    assert makespan([], 4) == 0.0
+    assert makespan([5.0, 3.0, 2.0], 1) == 10.0  # one slot: the sum
+    assert makespan([5.0, 3.0, 2.0], 2) == 5.0  # 5 | 3 + 2
+    assert makespan([3.0, 3.0, 2.0, 2.0, 2.0], 2) == 7.0  # longest first: 3+2+2 | 3+2 (the best split is 6)
+    assert makespan([7.0, 1.0], 10) == 7.0  # more slots than runs: the longest run
 
 
 # --- export --------------------------------------------------------------------------------------------------------
@@ -655,7 +667,9 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
     res = tmp_path / "r"
     for args in (["--seeds-for", "p1-spec"], ["--seeds", "0"], ["--experiments", "p9-none"],
                  ["--quick", "--data-dir", "x"], ["--export", str(tmp_path / "out")],
-                 ["--readme", str(tmp_path / "README.md")], ["--jobs", "0"], ["--threads-per-run", "0"]):
+                 ["--readme", str(tmp_path / "README.md")], ["--jobs", "0"], ["--threads-per-run", "0"],
+                 ["--no-wait"], ["--executor", "slurm", "--jobs", "2"], ["--executor", "slurm", "--slurm-time", "0"],
+                 ["--executor", "slurm", "--slurm-gpus-per-task", "-1"]):
         assert run_main(study.main, [*args, "--results-dir", str(res)]) == 2, args
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (args, err)
