@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.num_train < 0 or args.num_val < 0:
         raise UserError(f"--num_train and --num_val must be >= 0 (got {args.num_train}, {args.num_val})")
+    if not 0 <= args.seed < 2**32:  # numpy.random.seed's range, which the generator seeds like the reference
+        raise UserError(f"--seed must be between 0 and 2**32 - 1 (got {args.seed})")
     require_output_dir(args.output_dir, "--output_dir")
     out = generate(args.output_dir, args.num_train, args.num_val, args.seed, args.only)
     print(f"wrote datasets to {out.resolve()}")

@@ -40,18 +40,19 @@ if __package__ in (None, ""):  # run as a file: the repository root is this file
 from common.cli import command_line, require_output_dir  # noqa: E402
 from common.data import load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
+from common.lock import FolderLock  # noqa: E402
 from common.machine import machine_info  # noqa: E402
 from common.runtime import STUDY_AMP_HELP, pick_device, tune_cpu_allocator  # noqa: E402
-from experiments.aggregate import build_study, write_study  # noqa: E402
+from experiments.aggregate import build_study, refuse_fewer, write_study  # noqa: E402
 from experiments.carry import carry_over  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
 from experiments.figures import write_figures  # noqa: E402
 from experiments.parallel import default_threads, run_study_parallel  # noqa: E402
 from experiments.readme import check_readme, update_readme  # noqa: E402
-from experiments.registry import Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
+from experiments.registry import MAX_SEEDS, Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
-from experiments.runner import is_carried, precision_conflicts, run_state, run_study  # noqa: E402
+from experiments.runner import is_carried, precision_conflicts, remove_stale_temps, run_state, run_study  # noqa: E402
 from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, run_study_slurm  # noqa: E402
 
 SEEDS, QUICK_SEEDS = 3, 2
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs of each job (0: none)")
     p.add_argument("--no-wait", action="store_true", help="with --executor slurm: submit and return; the same "
                    "command with --report-only writes the report once the jobs are done")
+    p.add_argument("--replace", action="store_true", help="write study.json (or, with --export, the exported copy) "
+                   "even where it would hold fewer finished runs than the file it replaces")
     p.add_argument("--list", action="store_true", help="print the experiments and every run's state; run nothing")
     # For tests: an even smaller --quick.
     p.add_argument("--quick-images", type=int, nargs=2, default=QUICK_IMAGES, metavar=("TRAIN", "VAL"),
@@ -153,14 +156,30 @@ def run_bench(path: Path, data_dir: str, device: str, amp: bool | None, only: st
 
 
 def read_bench(path: Path) -> dict | None:
+    if path.exists() and not path.is_file():
+        raise UserError(f"--bench-json {path}: is not a file")
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"--bench-json {path}: not readable JSON ({e})") from None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"--bench-json {path}: not readable JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict) or not {"meta", "results"} <= set(doc):
         raise UserError(f"--bench-json {path}: not a bench.py --json file")
+    # the performance section reads these: checked here so that a file of the wrong shape is one line, not a traceback
+    rows = doc["results"]
+    bad = ("meta" if not isinstance(doc["meta"], dict) else "results" if not isinstance(rows, dict) else
+           next((f"results.{k}" for k, v in rows.items() if not isinstance(v, dict)), None))
+    if bad is None:
+        bad = next((f"meta.{k}" for k in ("command", "device", "threads", "steps") if k not in doc["meta"]), None)
+    if bad is None:
+        numbers = ("pure_model_step", "real_training_step", "evaluation_val")
+        bad = next((f"results.{k}.{n}" for k, v in rows.items() for n in numbers
+                    if not (isinstance(v.get(n), dict) and isinstance(v[n].get("images_per_s"), (int, float)))),
+                   None) or next((f"results.{k}.{n}" for k, v in rows.items() for n in ("precision", "batch_size")
+                                  if n not in v), None)
+    if bad is not None:
+        raise UserError(f"--bench-json {path}: field '{bad}' is not what bench.py writes")
     return doc
 
 
@@ -203,8 +222,8 @@ def study_command_args(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {seeds})")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be between 1 and {MAX_SEEDS} (got {seeds})")
     if not 1 <= args.jobs <= 64:
         raise UserError(f"--jobs must be between 1 and 64 (got {args.jobs})")
     if args.threads_per_run is not None and not 1 <= args.threads_per_run <= 256:
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.readme is not None:
             check_readme(Path(args.readme))  # a README without the block's markers: refused before the export
         out = require_output_dir(args.export, "--export")
-        done = export(results, out)
+        done = export(results, out, replace=args.replace)
         print(f"exported {len(done['files'])} files ({done['bytes'] / 1e6:.2f} MB) to {out}"
               + ("; over the 5 MB budget" if done["over_budget"] else ""))
         if done["stale"]:
@@ -256,6 +275,15 @@ def main(argv: list[str] | None = None) -> None:
             notes = [*(["carried over"] if is_carried(r.dir) else []), *([] if r in runs else ["not selected"])]
             print(f"{r.name:<48} {r.problem}  {run_state(r):<9} {'(' + ', '.join(notes) + ')' if notes else ''}")
         return
+    with FolderLock(results, "study.py"):  # one study per results folder, from the first write on
+        _work(args, results, data_dir, device, command, seeds, seeds_for, registry, runs, all_runs, all_pairs)
+
+
+
+def _work(args, results: Path, data_dir: str, device, command: str, seeds: int, seeds_for: dict, registry, runs: list,
+          all_runs: list, all_pairs: list) -> None:
+    """Everything that writes into the results folder: carry over, train, benchmark, aggregate, report."""
+    remove_stale_temps(results)  # of an earlier study.py killed while writing study.json or REPORT.md
     if args.continue_from is not None:
         carried = carry_over(Path(args.continue_from), all_runs, all_pairs)
         print(f"carried over from {args.continue_from}: {len(carried['runs'])} runs, {len(carried['pairs'])} pair "
@@ -264,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"not carried over, trained here instead: {why}", flush=True)
     tune_cpu_allocator()
     bench_paths = [Path(b) for b in args.bench_json] if args.bench_json else [results / "bench.json"]
+    for path in bench_paths:
+        read_bench(path)  # a file of the wrong shape is one line now, not after hours of training
     if not args.report_only:
         for r in runs:
             run_state(r)  # a folder holding another run is an error before anything is generated or trained
@@ -302,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             "seeds_for": seeds_for, "data_dir": data_dir, "device": str(device), "machine": machine_info(device)}
     study = build_study(meta, registry, all_runs, all_pairs, results, data_summary(data_dir),
                         [b for path in bench_paths if (b := read_bench(path)) is not None])
+    refuse_fewer(results / "study.json", study, args.replace, "")  # before the study, report or figures is written
     write_study(results / "study.json", study)
     write_figures(study, results, Path(data_dir))
     report = write_report(study, results)

@@ -1,8 +1,10 @@
 """What every script does with its command line beyond parsing: record it re-runnably, check output folders."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,13 +32,37 @@ def require_output_dir(path: str | Path, flag: str = "--results-dir") -> Path:
     this is checked before any work starts.
     """
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (os.fsdecode's surrogates): JSON and reports need text
+        raise UserError(f"{flag} {ascii(str(path))}: not a UTF-8 name; choose another") from None
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise UserError(f"{flag} {long[0][:40]}...: a name longer than the file system allows ({NAME_MAX} bytes)")
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
                 what = "is a file" if p == path else f"cannot be created: {p} is a file"
                 raise UserError(f"{flag} {path}: {what}, not a folder")
+            if not _writable(p):
+                raise UserError(f"{flag} {path}: cannot write into {p} (read-only or not a real folder)")
             return path
     return path
+
+
+NAME_MAX = 255  # bytes in one file name on Linux's, macOS's and Windows' usual file systems
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: tried, since permissions do not tell (root passes every check,
+    /proc and /sys refuse anyway, a read-only mount looks writable)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def require_resume_checkpoint(results_dir: str | Path, name: str = "last.pth") -> Path:

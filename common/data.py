@@ -19,9 +19,11 @@ def load_json(path: str | Path, required_keys: Iterable[str] = ()) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: annotation file not found")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: invalid JSON ({e})") from None
+    except RecursionError:  # "[[[[...": valid JSON nested deeper than Python's parser goes
+        raise UserError(f"{path}: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
     missing = [k for k in required_keys if k not in obj]

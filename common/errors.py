@@ -29,3 +29,10 @@ def run_cli(main: Callable[[], object]) -> None:
         # complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # A file the system refused (no space, a read-only mount, permissions, a name too long) is the user's to
+        # fix, not a bug: one line naming it. Errors without a file name are not the user's: they keep a traceback.
+        print(f"error: {ascii(str(e.filename))[1:-1]}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)

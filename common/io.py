@@ -28,8 +28,10 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> 
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are ordinary files
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == tmp:  # name the file the caller asked for, not our temporary
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     return path
 

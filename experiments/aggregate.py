@@ -135,6 +135,20 @@ def run_time(run: Run, log: list[dict]) -> dict:
             "evaluate_s": evaluation_seconds(run.dir)}
 
 
+def run_numbers(run: Run, metrics: dict, receptive_fields: list | None) -> tuple[dict, dict]:
+    """``(headline, details)`` of a run from its ``metrics.json``; a ``KeyError``/``TypeError`` for a file of
+    another shape (:func:`~experiments.runner.metrics_ok` turns that into "evaluate again")."""
+    if run.problem == "problem1":
+        headline, details = p1_headline(metrics), p1_details(metrics, receptive_fields)
+    else:
+        result = metrics["methods"][run.method]
+        headline, details = p2_headline(result), p2_details(metrics, result)
+    bad = [k for k, v in headline.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    if bad:
+        raise TypeError(f"{bad[0]} is not a number")
+    return headline, details
+
+
 def collect_run(run: Run, results_dir: Path) -> dict | None:
     """One finished run's entry of ``study.json``; ``None`` while it is not finished. A carried run's entry is the
     one its source study recorded, plus where it came from."""
@@ -143,16 +157,10 @@ def collect_run(run: Run, results_dir: Path) -> dict | None:
     if is_carried(run.dir):
         record = read_carried(run.dir)
         return {**record["entry"], "dir": os.path.relpath(run.dir, results_dir), "carried_from": record["source"]}
-    metrics = load_json(run.dir / "metrics.json")
     config = load_json(run.dir / "config.json")
     log = run_log(run)
-    if run.problem == "problem1":
-        headline, details = p1_headline(metrics), p1_details(metrics, receptive_fields(run.config))
-    else:
-        result = metrics["methods"].get(run.method)
-        if result is None:
-            raise UserError(f"{run.dir / 'metrics.json'}: has no {run.method} results")
-        headline, details = p2_headline(result), p2_details(metrics, result)
+    fields = receptive_fields(run.config) if run.problem == "problem1" else None
+    headline, details = run_numbers(run, load_json(run.dir / "metrics.json"), fields)
     return {"experiment": run.experiment, "problem": run.problem, "seed": run.seed,
             "dir": os.path.relpath(run.dir, results_dir), "config": identity(run.problem, config),
             "precision": config.get("precision"), "device": config.get("resolved_device"),
@@ -287,6 +295,30 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
     # The answers are computed here, once, from the numbers above; the report and the README only print them.
     study["findings"] = nan_to_none(build_findings(study))
     return study
+
+
+def dropped_runs(path: Path, study: dict) -> list[str]:
+    """The finished runs (``experiment/seedS``) of the ``study.json`` at ``path`` that ``study`` does not hold: what
+    writing ``study`` over it would lose. A missing or unreadable file holds none."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    runs = old.get("runs") if isinstance(old, dict) else None
+    name = lambda e: f"{e.get('experiment')}/seed{e.get('seed')}"  # noqa: E731
+    new = {name(e) for e in study.get("runs", []) if isinstance(e, dict)}
+    return [name(e) for e in runs if isinstance(e, dict) and name(e) not in new] if isinstance(runs, list) else []
+
+
+def refuse_fewer(path: Path, study: dict, replace: bool, what: str) -> None:
+    """A one-line :class:`UserError` unless writing ``study`` to ``path`` keeps every finished run it holds (or
+    ``replace``: the user asked for it)."""
+    lost = dropped_runs(path, study)
+    if lost and not replace:
+        held = len(json.loads(path.read_text(encoding="utf-8"))["runs"])
+        raise UserError(f"{what}{path}: holds {held} finished runs, {len(lost)} of which this study does not "
+                        f"({', '.join(lost[:2])}{' ...' if len(lost) > 2 else ''}); not replaced: finish them (the "
+                        "study's command evaluates a run whose files are incomplete again), or pass --replace")
 
 
 def write_study(path: Path, study: dict) -> Path:

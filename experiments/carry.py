@@ -38,7 +38,9 @@ def load_source(source: Path) -> dict:
     """``SOURCE/study.json``, or a one-line :class:`UserError`."""
     path = source / STUDY_JSON
     try:
-        study = json.loads(path.read_text())
+        study = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UserError(f"--continue-from {source}: {STUDY_JSON} is nested too deeply to be a study") from None
     except FileNotFoundError:
         raise UserError(f"--continue-from {source}: holds no {STUDY_JSON} (pass a folder written by "
                         "`study.py --export`)") from None
@@ -53,10 +55,26 @@ def _empty(d: Path) -> bool:
     return not d.exists() or (d.is_dir() and not any(d.iterdir()))
 
 
+def inside(source: Path, rel: object, where: str) -> Path:
+    """``source / rel`` for a relative path that stays inside ``source`` once resolved; else a one-line
+    :class:`UserError` naming ``where`` (a crafted study.json must not copy files from anywhere on the machine)."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
+        raise UserError(f"{where}: {rel!r} is not a relative folder inside {source}")
+    path = source / rel
+    try:
+        path.resolve().relative_to(source.resolve())
+    except ValueError:
+        raise UserError(f"{where}: {rel!r} leads outside {source}") from None
+    return path
+
+
 def _copy_pngs(src: Path, dst: Path) -> int:
-    """Every PNG under ``src`` to the same relative path under ``dst``; returns how many."""
+    """Every PNG under ``src`` to the same relative path under ``dst``; returns how many. Symbolic links are not
+    followed (``rglob`` does not enter linked folders; linked files are skipped): they could point anywhere."""
     n = 0
-    for png in sorted(src.rglob("*.png")) if src.is_dir() else []:
+    for png in sorted(src.rglob("*.png")) if src.is_dir() and not src.is_symlink() else []:
+        if png.is_symlink() or not png.is_file():
+            continue
         target = dst / png.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, target)
@@ -72,7 +90,12 @@ def carry_over(source: Path, runs: list[Run], pairs: list[PairRun]) -> dict:
     """
     study = load_source(source)
     entries = {(e.get("experiment"), e.get("seed")): e for e in study["runs"] if isinstance(e, dict)}
-    pair_entries = {(e.get("pair"), e.get("seed")): e for e in study.get("pairs") or [] if isinstance(e, dict)}
+    pairs_doc = study.get("pairs") or []
+    pair_entries = {(e.get("pair"), e.get("seed")): e for e in (pairs_doc if isinstance(pairs_doc, list) else [])
+                    if isinstance(e, dict)}
+    where = f"--continue-from {source / STUDY_JSON}"
+    for e in [*entries.values(), *pair_entries.values()]:  # every folder checked before anything is copied
+        inside(source, e.get("dir"), f"{where}: {e.get('experiment') or e.get('pair')}/seed{e.get('seed')}: dir")
     carried, carried_pairs, refused = [], [], []
     for run in runs:
         entry = entries.get((run.experiment, run.seed))

@@ -13,6 +13,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.io import atomic_write_bytes
+from experiments.aggregate import refuse_fewer
 from experiments.figures import panel_sources
 from experiments.report import REPORT_NAME
 
@@ -60,7 +61,19 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def export(results_dir: Path, out_dir: Path) -> dict:
+def check_study(study: object, path: Path) -> dict:
+    """``study`` if it has a study's shape (what the export and the README block read), else a one-line
+    :class:`UserError` naming ``path`` and the field."""
+    fields = {"meta": dict, "runs": list, "experiments": dict, "families": list, "findings": list, "time": dict}
+    if not isinstance(study, dict):
+        raise UserError(f"{path}: not a study.py study.json (a JSON {type(study).__name__})")
+    for field, kind in fields.items():
+        if not isinstance(study.get(field), kind):
+            raise UserError(f"{path}: not a study.py study.json (field '{field}' missing or not a {kind.__name__})")
+    return study
+
+
+def export(results_dir: Path, out_dir: Path, replace: bool = False) -> dict:
     """Copy the study in ``results_dir`` to ``out_dir``; returns ``{'files': [...], 'bytes': total}``."""
     report_path, study_path = results_dir / REPORT_NAME, results_dir / STUDY_JSON
     for p in (report_path, study_path):
@@ -70,11 +83,12 @@ def export(results_dir: Path, out_dir: Path) -> dict:
         raise UserError(f"--export {out_dir}: is the results folder itself")
     report = report_path.read_text()
     try:
-        study = json.loads(study_path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"--export: {study_path} is not readable JSON ({e})") from None
-    sources = [rel for rel, _ in panel_sources(study) if (results_dir / rel).is_file()] \
-        if isinstance(study, dict) and isinstance(study.get("runs"), list) else []
+        study = json.loads(study_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"--export: {study_path} is not readable JSON ({type(e).__name__})") from None
+    check_study(study, study_path)  # before anything is written: a broken study must not replace a good export
+    refuse_fewer(out_dir / STUDY_JSON, study, replace, "--export: ")
+    sources = [rel for rel, _ in panel_sources(study) if (results_dir / rel).is_file()]
     figures = list(dict.fromkeys([*linked_figures(report), *sources]))
     for rel in figures:  # every link checked before anything is written
         src = results_dir / rel

@@ -118,7 +118,10 @@ def check_readme(readme: Path) -> str:
     """``readme``'s text, after checking that it has the block's markers (before anything is written)."""
     if not readme.is_file():
         raise UserError(f"--readme {readme}: not found")
-    text = readme.read_text(encoding="utf-8")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--readme {readme}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     _lines(text, readme)
     return text
 

@@ -30,6 +30,7 @@ FIRST_SEED = Config1().seed  # 641 in both problems: a study's first-seed run eq
 # and torch.compile change speed only; common.training.RESUME_OVERRIDES treats them alike).
 NOT_IDENTITY = ("data_dir", "results_dir", "device", "channels_last", "compile")
 STUDY_DIR = "study"  # RESULTS/study/<experiment>/seed<S>/
+MAX_SEEDS = 100  # seeds per experiment: far beyond any study's need, and a bound on a typo's cost
 
 
 def study_seeds(n: int) -> list[int]:
@@ -218,8 +219,11 @@ def parse_seeds_for(items: list[str], registry: Registry) -> dict[str, int]:
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or not value.strip().isdigit() or int(value) < 1:
-            raise UserError(f"--seeds-for {item!r}: expected EXPERIMENT=N with N >= 1, e.g. p1-cosine=1")
+        value = value.strip()
+        # ASCII digits only: str.isdigit() accepts other scripts' digits (and superscripts), which int() may not take
+        if not sep or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_SEEDS:
+            raise UserError(f"--seeds-for {item!r}: expected EXPERIMENT=N with 1 <= N <= {MAX_SEEDS}, e.g. "
+                            "p1-cosine=1")
         if any(c in name for c in "*?["):
             keys = list(dict.fromkeys(registry.aliases[n] for n in registry.aliases if fnmatch.fnmatchcase(n, name)))
             if not keys:

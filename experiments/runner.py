@@ -85,9 +85,11 @@ def model_file(run: Run) -> str:
 
 
 def run_log(run: Run) -> list[dict]:
-    """The run's training records so far (problem 2: those of its method)."""
+    """The run's training records so far (problem 2: those of its method). A record of another shape does not count,
+    so a log that was tampered with or cut short leaves the run unfinished, and resuming rewrites it."""
     return [r for r in read_log(run.dir / "training_log.json")
-            if isinstance(r, dict) and (run.method is None or r.get("model") == run.method)]
+            if isinstance(r, dict) and (run.method is None or r.get("model") == run.method)
+            and isinstance(r.get("epoch"), int) and isinstance(r.get("time"), dict) and isinstance(r.get("val"), dict)]
 
 
 def differences(old: dict, new: dict) -> str:
@@ -104,12 +106,17 @@ def is_carried(d: Path) -> bool:
 def read_carried(d: Path) -> dict:
     """The ``carried.json`` record of a carried run or pair folder: ``{'source', 'entry'[, 'ceiling']}``, where
     ``entry`` is the run's (or pair's) entry of the source's ``study.json``."""
-    try:
-        record = load_json(d / CARRIED_FILE)
-        if not isinstance(record.get("entry"), dict) or "dir" not in record["entry"]:
-            raise KeyError("entry")
-    except (KeyError, AttributeError) as e:
-        raise UserError(f"{d / CARRIED_FILE}: not a carried run's record (no {e})") from None
+    record = load_json(d / CARRIED_FILE)
+    entry = record.get("entry")
+    fields = {"entry": isinstance(entry, dict)}
+    if fields["entry"]:
+        # a run's entry holds its config identity; a pair's has none
+        fields.update({"entry.dir": isinstance(entry.get("dir"), str),
+                       "entry.config": isinstance(entry.get("config", {}), dict)})
+    bad = [k for k, ok in fields.items() if not ok]
+    if bad:
+        raise UserError(f"{d / CARRIED_FILE}: not a carried run's record (field '{bad[0]}' missing or of the wrong "
+                        "type); move the folder away to train the run here")
     return record
 
 
@@ -153,8 +160,22 @@ def run_state(run: Run) -> str:
                         f"{'--amp' if stored['precision'] == 'bf16' else '--no-amp'} or another --results-dir")
     complete = len(run_log(run)) >= run.config.epochs and (d / model_file(run)).is_file()
     if complete:
-        return FINISHED if (d / "metrics.json").is_file() else EVALUATE
+        # The timing file is the evaluation's last write: a run killed before it, or holding an evaluation of the
+        # wrong shape, is evaluated again (which rewrites every evaluation file).
+        return FINISHED if evaluation_seconds(d) is not None and metrics_ok(run) else EVALUATE
     return RESUME if (d / "last.pth").is_file() else TRAIN
+
+
+def metrics_ok(run: Run) -> bool:
+    """Whether the run's ``metrics.json`` holds everything the aggregation reads from it, so that a file of the wrong
+    shape (cut short, edited, from another version) makes the run be evaluated again instead of failing the study."""
+    from experiments.aggregate import run_numbers  # the aggregation imports this module
+
+    try:
+        run_numbers(run, load_json(run.dir / "metrics.json"), receptive_fields=None)
+    except (UserError, KeyError, TypeError, AttributeError, IndexError, ValueError):
+        return False
+    return True
 
 
 def finished_precision(run: Run) -> str | None:
@@ -187,14 +208,27 @@ def precision_conflicts(to_train: list[Run], everything: list[Run]) -> list[str]
 
 def evaluation_seconds(run_dir: Path) -> float | None:
     t = read_timing(run_dir)
-    return t.get("evaluate_s") if t else None
+    s = t.get("evaluate_s") if t else None
+    return s if isinstance(s, (int, float)) and not isinstance(s, bool) else None
 
 
 def read_timing(run_dir: Path) -> dict | None:
+    """The run's ``study_timing.json``; ``None`` when missing, unreadable or not a JSON object."""
     try:
         return load_json(run_dir / TIMING_FILE)
     except UserError:
         return None
+
+
+def remove_stale_temps(run_dir: Path) -> int:
+    """Remove the temporary files that interrupted atomic writes (``common.io``) left in ``run_dir``; returns how
+    many. Called when this process takes the run up, so no other writer is using them."""
+    n = 0
+    for tmp in run_dir.glob(".*.tmp") if run_dir.is_dir() else []:
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 # --- doing one run ---------------------------------------------------------------------------------------------
@@ -218,6 +252,7 @@ class DataCache:
 
 
 def train_run(run: Run, state: str, data: DataCache) -> None:
+    remove_stale_temps(run.dir)
     resume = state == RESUME
     if run.problem == "problem1":
         from problem1.train import train
@@ -236,6 +271,7 @@ def train_run(run: Run, state: str, data: DataCache) -> None:
 
 def evaluate_run(run: Run) -> float:
     """Evaluate the run's best checkpoint as its problem's ``evaluate.py`` does; returns the wall seconds."""
+    remove_stale_temps(run.dir)
     t0 = time.perf_counter()
     cfg = run.config
     command = evaluate_command(run.problem, cfg.data_dir, run.dir, cfg.device)

@@ -36,7 +36,7 @@ from experiments.registry import (
     study_seeds,
 )
 from experiments.report_appendix import machine_name, performance_section
-from experiments.runner import EVALUATE, FINISHED, RESUME, TRAIN, config_flags, run_state
+from experiments.runner import EVALUATE, FINISHED, RESUME, TIMING_FILE, TRAIN, config_flags, run_state
 from problem1.config import Config as Config1
 from problem2.ablations import FAMILIES, AblationConfig
 from problem2.ablations import plan as baseline_plan
@@ -111,7 +111,7 @@ def _one_run(tmp_path):
     return runs[0]
 
 
-def test_run_state_follows_the_files_and_never_takes_over_another_run(tmp_path):
+def test_run_state_follows_the_files_and_never_takes_over_another_run(tmp_path, monkeypatch):
     run = _one_run(tmp_path)
     d = run.dir
     assert run_state(run) == TRAIN
@@ -121,14 +121,18 @@ def test_run_state_follows_the_files_and_never_takes_over_another_run(tmp_path):
     (d / "config.json").write_text(json.dumps(saved))
     assert run_state(run) == TRAIN  # killed before the first epoch ended
     (d / "last.pth").write_bytes(b"x")
-    (d / "training_log.json").write_text(json.dumps([{"model": "regression", "epoch": 1}]))
+    record = lambda e: {"model": "regression", "epoch": e, "time": {}, "val": {}}  # noqa: E731
+    (d / "training_log.json").write_text(json.dumps([record(1)]))
     assert run_state(run) == RESUME
-    log = [{"model": "regression", "epoch": e} for e in range(1, run.config.epochs + 1)]
+    log = [record(e) for e in range(1, run.config.epochs + 1)]
     (d / "training_log.json").write_text(json.dumps(log))
     assert run_state(run) == RESUME  # every epoch logged, but no best model: not complete
     (d / "regression_model.pth").write_bytes(b"x")
     assert run_state(run) == EVALUATE
     (d / "metrics.json").write_text("{}")
+    assert run_state(run) == EVALUATE  # an evaluation without its last file (the timing) and of the wrong shape
+    monkeypatch.setattr("experiments.runner.metrics_ok", lambda run: True)  # its shape: tests/test_study_files.py
+    (d / TIMING_FILE).write_text(json.dumps({"evaluate_s": 1.0}))
     assert run_state(run) == FINISHED
     # Where the run lives and which device ran it do not make it another run.
     (d / "config.json").write_text(json.dumps({**saved, "data_dir": "/elsewhere", "device": "cuda",
