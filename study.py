@@ -52,7 +52,14 @@ from experiments.parallel import default_threads, run_study_parallel  # noqa: E4
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import MAX_SEEDS, Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
 from experiments.report import write_report  # noqa: E402
-from experiments.runner import is_carried, precision_conflicts, remove_stale_temps, run_state, run_study  # noqa: E402
+from experiments.runner import (  # noqa: E402
+    is_carried,
+    precision_conflicts,
+    remove_stale_temps,
+    run_state,
+    run_study,
+    set_remote,
+)
 from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, run_study_slurm  # noqa: E402
 
 SEEDS, QUICK_SEEDS = 3, 2
@@ -200,7 +207,7 @@ def previous_plan(path: Path) -> dict | None:
 # options: each run records its own thread count). Values each takes: a count, or None for all up to the next flag.
 INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None, "--jobs": 1, "--threads-per-run": 1, "--executor": 1,
                  "--slurm-partition": 1, "--slurm-time": 1, "--slurm-cpus-per-task": 1, "--slurm-gpus-per-task": 1,
-                 "--no-wait": 0}
+                 "--no-wait": 0, "--replace": 0}
 
 
 def study_command_args(argv: list[str]) -> list[str]:
@@ -241,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--quick generates its own data into RESULTS/quick_data; leave out --data-dir")
     if args.readme is not None and args.export is None:
         raise UserError("--readme needs --export DIR: the block is rendered from the exported study.json")
-    results = require_output_dir(args.results_dir or ("results/quick" if args.quick else "results"))
+    # --list and --export only read the results folder: a read-only one (a colleague's) must do
+    results = require_output_dir(args.results_dir or ("results/quick" if args.quick else "results"),
+                                 writable=not (args.list or args.export is not None))
     if args.export is not None:
         if args.readme is not None:
             check_readme(Path(args.readme))  # a README without the block's markers: refused before the export
@@ -256,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
             changed = update_readme(Path(args.readme), out)
             print(f"{args.readme}: study block {'updated' if changed else 'already up to date'}")
         return
-    device = pick_device(args.device)
+    if args.executor == "slurm":
+        set_remote()  # the runs train on the cluster's nodes, whose devices this machine may not have
+    device = pick_device(args.device if args.executor == "local" else "auto")  # slurm: this host, for the record
     data_dir = str(results / "quick_data") if args.quick else (args.data_dir or "./datasets")
     settings = Settings(results, data_dir, args.device, args.amp, args.quick,
                         args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
@@ -324,7 +335,11 @@ def _work(args, results: Path, data_dir: str, device, command: str, seeds: int, 
             if not path.is_file() and not args.no_bench:
                 run_bench(path, data_dir, args.device, args.amp, args.only, args.quick)
     elif args.executor == "slurm" or (results / JOBS_FILE).is_file():
-        queued = queued_runs(results) if shutil.which("squeue") else {}
+        try:
+            queued = queued_runs(results) if shutil.which("squeue") else {}
+        except UserError as e:  # the controller down: the report can still be written from what is on disk
+            print(f"note: cannot ask Slurm which runs are still queued ({e})", file=sys.stderr)
+            queued = {}
         if queued:
             print(f"note: {len(queued)} run(s) still queued or running on Slurm ({', '.join(list(queued)[:3])}"
                   f"{' ...' if len(queued) > 3 else ''}); the report shows them as not run yet", flush=True)

@@ -24,7 +24,7 @@ def command_line(script: str, argv: Sequence[str] | None = None, drop: Sequence[
     return shlex.join(["python", script, *(a for a in args if a not in drop)])
 
 
-def require_output_dir(path: str | Path, flag: str = "--results-dir") -> Path:
+def require_output_dir(path: str | Path, flag: str = "--results-dir", writable: bool = True) -> Path:
     """``path`` as a folder that outputs can be written into, or a one-line :class:`UserError` (exit status 2).
 
     It may not exist yet (it is created on the first write); but if it, or the nearest of its parents that exists,
@@ -44,7 +44,7 @@ def require_output_dir(path: str | Path, flag: str = "--results-dir") -> Path:
             if not p.is_dir():
                 what = "is a file" if p == path else f"cannot be created: {p} is a file"
                 raise UserError(f"{flag} {path}: {what}, not a folder")
-            if not _writable(p):
+            if writable and not _writable(p):
                 raise UserError(f"{flag} {path}: cannot write into {p} (read-only or not a real folder)")
             return path
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,11 @@ class FolderLock:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise UserError(f"{self.path.parent}: in use by {holder}; wait for it to end, or stop it") from None
+        except OSError as e:  # a file system without flock (some NFS or Lustre mounts): go on, unguarded, and say so
+            os.close(fd)
+            print(f"note: {self.path}: cannot lock ({e.strerror}); nothing stops a second process on this folder",
+                  file=sys.stderr)
+            return self
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.what} (pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())

@@ -58,7 +58,8 @@ def _on_paper(study: dict) -> list[str]:
         return []
     n = {int(k): v for k, v in paper.items()}
     runs = study["time"]["runs_finished"]
-    nodes = ", ".join(f"{format_duration(n[k])} on {k} nodes" + (" (one per run)" if k == runs else "")
+    nodes = ", ".join(f"{format_duration(n[k])} on {k} nodes" + (" (one per run)" if k == study["time"]["runs_planned"]
+                                                                 else "")
                       for k in sorted(n) if k > 8)
     return ["", f"The whole study, on paper: the {runs} runs' measured times (train and evaluate), longest first, each "
             "on the first free 2-core slot, each as fast as on the 2-core machine it ran on. One 2-core machine "

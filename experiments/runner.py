@@ -120,8 +120,19 @@ def read_carried(d: Path) -> dict:
     return record
 
 
-def run_precision(run: Run) -> str:
-    """The precision this study trains ``run`` in on this machine."""
+REMOTE = {"on": False}  # study.py --executor slurm: the runs train on other machines (set_remote)
+
+
+def set_remote(on: bool = True) -> None:
+    """The runs of this process's study train elsewhere (Slurm's nodes): this machine's device and precision say
+    nothing about them, so the precision checks trust what each run recorded, and the jobs check on their node."""
+    REMOTE["on"] = on
+
+
+def run_precision(run: Run) -> str | None:
+    """The precision this study trains ``run`` in on this machine (``None`` when the runs train elsewhere)."""
+    if REMOTE["on"]:
+        return None
     return resolve_precision(pick_device(run.config.device), run.config.amp, run.config.CPU_BF16_DEFAULT)
 
 
@@ -155,7 +166,7 @@ def run_state(run: Run) -> str:
     # The same --amp setting means fp32 on a CPU and bf16 on CUDA: a run begun in one precision must not be
     # continued, or counted as finished, in the other.
     precision = run_precision(run)
-    if stored.get("precision", precision) != precision:
+    if precision is not None and stored.get("precision", precision) != precision:
         raise UserError(f"{d}: was trained in {stored['precision']}, this study would run it in {precision}; pass "
                         f"{'--amp' if stored['precision'] == 'bf16' else '--no-amp'} or another --results-dir")
     complete = len(run_log(run)) >= run.config.epochs and (d / model_file(run)).is_file()
@@ -200,6 +211,8 @@ def precision_conflicts(to_train: list[Run], everything: list[Run]) -> list[str]
             done.setdefault(r.experiment, set()).add(p)
     out = []
     for r in to_train:
+        if run_precision(r) is None:
+            continue  # trained elsewhere: each job checks its own run on its node
         if run_state(r) in (TRAIN, RESUME) and (other := done.get(r.experiment, set()) - {run_precision(r)}):
             out.append(f"{r.name}: its experiment's finished seeds were trained in {', '.join(sorted(other))}, this "
                        f"machine would train it in {run_precision(r)}")

@@ -191,6 +191,7 @@ def run_study_slurm(runs: list[Run], pairs: list[PairRun], results_dir: Path, de
     todo = [r for r in runs if states[r.name] != FINISHED and r.name not in queued]
     waiting = [r for r in runs if states[r.name] != FINISHED]
     pending_pairs = [p for p in pairs if not pair_finished(p, results_dir)
+                     and not any(is_carried(m.dir) for m in p.members.values())  # no models to evaluate
                      and all(m in runs or finished_elsewhere(m) for m in p.members.values())]
     # An earlier pair job still queued goes first: two pair jobs must never evaluate one folder at once.
     earlier_pairs = read_jobs(results_dir)["pairs"]

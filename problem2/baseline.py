@@ -103,6 +103,9 @@ def run_entry(run: Run, variant: dict) -> dict:
 def run_ablations(cfg: AblationConfig, command: str) -> dict:
     results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
+    if (results_dir / "ablation").is_dir():
+        print(f"note: {results_dir / 'ablation'} holds runs of baseline.py's earlier layout, which are not reused: "
+              f"runs now live in {results_dir / STUDY_DIR}/<run>/seed<S>/, as in study.py", file=sys.stderr)
     families, runs = plan_runs(cfg, results_dir)
     variants = plan(cfg)[1]
     run_study(runs, [], results_dir, cfg.device)  # trains, resumes or skips each run, then evaluates it
@@ -141,7 +144,8 @@ def merge_previous(path: Path, report: dict) -> dict:
     if "ceiling" not in report and old.get("ceiling"):
         report["ceiling"] = old["ceiling"]
     for family, names in old.get("families", {}).items():
-        if family not in report["families"] and all(n in old.get("runs", {}) for n in names):
+        # families of the earlier layout (folder names like sigma2_res64_skip) would show a run twice: left out
+        if family not in report["families"] and all(n in old.get("runs", {}) and n.startswith("p2-") for n in names):
             report["families"][family] = names
             for n in names:
                 report["runs"].setdefault(n, old["runs"][n])

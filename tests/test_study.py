@@ -272,7 +272,7 @@ def test_recorded_study_command_leaves_out_where_inputs_come_from():
     assert study_command_args(["--bench-json", "a.json"]) == []
     # where the runs execute is not what the study computes: --no-wait takes no value, the --slurm-* options one
     argv = ["--executor", "slurm", "--no-wait", "--only", "p1", "--slurm-partition=cpu", "--slurm-time", "60",
-            "--slurm-cpus-per-task", "4", "--slurm-gpus-per-task", "1", "--jobs", "2", "--seeds", "1"]
+            "--slurm-cpus-per-task", "4", "--slurm-gpus-per-task", "1", "--jobs", "2", "--replace", "--seeds", "1"]
     assert study_command_args(argv) == ["--only", "p1", "--seeds", "1"]
 
 

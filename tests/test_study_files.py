@@ -245,3 +245,29 @@ def test_a_second_study_on_one_folder_is_refused_naming_the_first(tmp_path, caps
     holder.wait()
     with FolderLock(res, "study.py"):
         pass
+
+
+def test_reading_modes_need_no_writable_folder(capsys):
+    """--list only reads: a folder that cannot be written (a colleague's, a read-only mount) still lists."""
+    import study
+
+    assert run_main(study.main, ["--list", "--only", "p1", "--results-dir", "/proc/study_list"]) == 0
+    assert "p1-spec/seed641" in capsys.readouterr().out
+
+
+def test_runs_trained_elsewhere_are_judged_by_their_own_record(tmp_path):
+    """--executor slurm: a run a GPU node trained in bf16 is not "another run" on a CPU-only submitting host."""
+    from experiments import runner
+
+    _, runs, _ = _plan(tmp_path / "res", ["p2-regression"])
+    run = runs[0]
+    run.dir.mkdir(parents=True)
+    (run.dir / "config.json").write_text(json.dumps({**dataclasses.asdict(run.config), "precision": "bf16"}))
+    with pytest.raises(UserError, match="trained in bf16"):
+        run_state(run)
+    runner.set_remote(True)
+    try:
+        assert run_state(run) == "train" and runner.precision_conflicts(runs, runs) == []
+    finally:
+        runner.set_remote(False)
+

@@ -80,7 +80,7 @@ start() {
         /usr/sbin/$d
     done
     for _ in $(seq 60); do  # the node registers within a few seconds
-        if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
+        if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)$'; then
             echo "slurm: one node ($(nproc) CPUs), partition 'study', up"; return 0
         fi
         sleep 0.5
