@@ -11,6 +11,16 @@ from typing import Any
 import torch
 
 
+def is_inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, resolved (symlinks and ``..`` followed), lies inside ``root``: a path read from a file must
+    not lead anywhere on the machine."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

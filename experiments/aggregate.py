@@ -297,25 +297,26 @@ def build_study(meta: dict, registry: Registry, runs: list[Run], pairs: list[Pai
     return study
 
 
-def dropped_runs(path: Path, study: dict) -> list[str]:
-    """The finished runs (``experiment/seedS``) of the ``study.json`` at ``path`` that ``study`` does not hold: what
+def dropped_runs(path: Path, study: dict) -> tuple[int, list[str]]:
+    """``(finished runs the study.json at path holds, those of them (experiment/seedS) that study does not)``: what
     writing ``study`` over it would lose. A missing or unreadable file holds none."""
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        return []
+        return 0, []
     runs = old.get("runs") if isinstance(old, dict) else None
+    if not isinstance(runs, list):
+        return 0, []
     name = lambda e: f"{e.get('experiment')}/seed{e.get('seed')}"  # noqa: E731
     new = {name(e) for e in study.get("runs", []) if isinstance(e, dict)}
-    return [name(e) for e in runs if isinstance(e, dict) and name(e) not in new] if isinstance(runs, list) else []
+    return len(runs), [name(e) for e in runs if isinstance(e, dict) and name(e) not in new]
 
 
 def refuse_fewer(path: Path, study: dict, replace: bool, what: str) -> None:
     """A one-line :class:`UserError` unless writing ``study`` to ``path`` keeps every finished run it holds (or
     ``replace``: the user asked for it)."""
-    lost = dropped_runs(path, study)
+    held, lost = dropped_runs(path, study)
     if lost and not replace:
-        held = len(json.loads(path.read_text(encoding="utf-8"))["runs"])
         raise UserError(f"{what}{path}: holds {held} finished runs, {len(lost)} of which this study does not "
                         f"({', '.join(lost[:2])}{' ...' if len(lost) > 2 else ''}); not replaced: finish them (the "
                         "study's command evaluates a run whose files are incomplete again), or pass --replace")

@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from common.errors import UserError
-from common.io import atomic_write_json
+from common.io import atomic_write_json, is_inside
 from experiments.registry import PairRun, Run, identity
 from experiments.runner import CARRIED_FILE, differences, is_carried
 
@@ -61,10 +61,8 @@ def inside(source: Path, rel: object, where: str) -> Path:
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
         raise UserError(f"{where}: {rel!r} is not a relative folder inside {source}")
     path = source / rel
-    try:
-        path.resolve().relative_to(source.resolve())
-    except ValueError:
-        raise UserError(f"{where}: {rel!r} leads outside {source}") from None
+    if not is_inside(path, source):
+        raise UserError(f"{where}: {rel!r} leads outside {source}")
     return path
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from common.errors import UserError
-from common.io import atomic_write_bytes
+from common.io import atomic_write_bytes, is_inside
 from experiments.aggregate import refuse_fewer
 from experiments.figures import panel_sources
 from experiments.report import REPORT_NAME
@@ -53,14 +53,6 @@ def shrink_png(src: Path, max_bytes: int = MAX_FIGURE_BYTES) -> bytes:
     return data
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def check_study(study: object, path: Path) -> dict:
     """``study`` if it has a study's shape (what the export and the README block read), else a one-line
     :class:`UserError` naming ``path`` and the field."""
@@ -92,7 +84,7 @@ def export(results_dir: Path, out_dir: Path, replace: bool = False) -> dict:
     figures = list(dict.fromkeys([*linked_figures(report), *sources]))
     for rel in figures:  # every link checked before anything is written
         src = results_dir / rel
-        if Path(rel).is_absolute() or not _inside(src, results_dir):
+        if Path(rel).is_absolute() or not is_inside(src, results_dir):
             raise UserError(f"{report_path}: links {rel}, outside the results folder")
         if not src.is_file():
             raise UserError(f"{report_path}: links {rel}, which does not exist")
