@@ -110,10 +110,12 @@ def _full_batches(n: int, b: int) -> list[torch.Tensor]:
 
 
 def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int,
-                   channels_last: bool | None = None, compile: bool = False, amp: bool | None = None) -> dict:
+                   channels_last: bool | None = None, compile: bool = False, amp: bool | None = None,
+                   batch_size: int | None = None) -> dict:
     """``channels_last``: the model's memory format (``None``: the config default); ``compile``: time the
     training and inference steps through ``torch.compile`` (evaluation stays eager, as in the trainers);
-    ``amp``: the ``--amp`` switch (``None``: the default precision of ``device``)."""
+    ``amp``: the ``--amp`` switch (``None``: the default precision of ``device``); ``batch_size``: the training
+    batch (``None``: the specification's)."""
     from problem1.config import IMAGE_SIZE, Config
     from problem1.dataset import load_split
     from problem1.evaluate import evaluate
@@ -131,7 +133,7 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
     opt = build_optimizer(model, cfg)
     criterion = build_criterion(cfg)
     anchors = default_anchors().to(device)
-    b = cfg.batch_size
+    b = batch_size or cfg.batch_size
     batches = _full_batches(len(train_set), b)
     fake_images = torch.rand(b, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
     with torch.no_grad():
@@ -154,8 +156,8 @@ def bench_problem1(data_dir: Path, device: torch.device, steps: int, warmup: int
 
 
 def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int, compile: bool = False,
-                   channels_last: bool | None = None, amp: bool | None = None) -> dict:
-    """Both models; ``channels_last``, ``compile`` and ``amp`` as in :func:`bench_problem1`."""
+                   channels_last: bool | None = None, amp: bool | None = None, batch_size: int | None = None) -> dict:
+    """Both models; ``channels_last``, ``compile``, ``amp`` and ``batch_size`` as in :func:`bench_problem1`."""
     from problem2.config import Config
     from problem2.evaluate import evaluate
     from problem2.methods import build_codec, build_criterion, build_model
@@ -164,7 +166,7 @@ def bench_problem2(data_dir: Path, device: torch.device, steps: int, warmup: int
     cfg = Config(data_dir=str(data_dir), amp=amp)
     ensure_data(data_dir, is_default=False, dataset="keypoints")
     train_all, val_all = (d.to(device) for d in load_data(cfg))
-    b = cfg.batch_size
+    b = batch_size or cfg.batch_size
     batches = _full_batches(len(train_all), b)
     fake_images = torch.rand(b, 1, 128, 128, device=device)
     results = {}
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch of every row (default: each problem's specified batch, 16 and 32)")
     p.add_argument("--data-dir", default="./datasets", help="reference data (generated there if missing)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--compare-layouts", action="store_true",
@@ -241,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.json:
         if Path(args.json).is_dir():
             raise UserError(f"--json {args.json}: is a folder, not a file")
@@ -254,10 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         for amp_suffix, amp in precisions:
             if args.problem in ("1", "all"):
                 rows["problem1" + suffix + amp_suffix] = bench_problem1(
-                    Path(args.data_dir), device, args.steps, args.warmup, cl, args.compile, amp)
+                    Path(args.data_dir), device, args.steps, args.warmup, cl, args.compile, amp, args.batch_size)
             if args.problem in ("2", "all"):
                 for method, r in bench_problem2(Path(args.data_dir), device, args.steps, args.warmup, args.compile,
-                                                cl, amp).items():
+                                                cl, amp, args.batch_size).items():
                     rows[f"problem2 {method}{suffix}{amp_suffix}"] = r
     sync(device)
     meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -28,6 +28,7 @@ equals this study's), so the study goes on where the last export left it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ from experiments.aggregate import build_study, refuse_fewer, write_study  # noqa
 from experiments.carry import carry_over  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
-from experiments.figures import write_figures  # noqa: E402
+from experiments.figures import PANELS, write_figures  # noqa: E402
 from experiments.parallel import default_threads, run_study_parallel  # noqa: E402
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import MAX_SEEDS, Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
                    "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
                    "when its folder here is empty and its config equals this study's; everything else is trained here")
+    p.add_argument("--run-figures", choices=["all", "report"], default="all",
+                   help="which runs draw their own figures when evaluated: every run, or only those whose figures "
+                        "the report shows (each panel experiment's first seed): the same numbers, sooner, and the "
+                        "other runs' evaluation times leave the figures out")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each in its own process (on a "
                    "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
     p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "
@@ -153,7 +158,7 @@ def run_bench(path: Path, data_dir: str, device: str, amp: bool | None, only: st
     """``bench.py`` on this machine, as its own process (the study reads only the JSON it writes)."""
     argv = ["--problem", {"p1": "1", "p2": "2", None: "all"}[only], "--device", device, "--data-dir", data_dir,
             "--json", str(path)]
-    argv += ["--steps", "1", "--warmup", "0"] if quick else []
+    argv += ["--steps", "1", "--warmup", "0", "--batch-size", "4"] if quick else []  # a smoke test of the path
     argv += [] if amp is None else ["--amp" if amp else "--no-amp"]
     print(f"benchmark: python bench.py {' '.join(argv)}", flush=True)
     done = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "bench.py"), *argv])
@@ -204,10 +209,11 @@ def previous_plan(path: Path) -> dict | None:
 # Options that say where inputs come from or how the runs are scheduled, not what the study computes: the earlier
 # runs (``--continue-from DIR``), the benchmark files (``--bench-json PATH...``, whose tables print their own
 # commands) and where the runs execute (``--jobs``, ``--threads-per-run``, ``--executor`` and the ``--slurm-*``
-# options: each run records its own thread count). Values each takes: a count, or None for all up to the next flag.
+# options: each run records its own thread count), and which runs draw their own figures (``--run-figures``).
+# Values each takes: a count, or None for all up to the next flag.
 INPUT_OPTIONS = {"--continue-from": 1, "--bench-json": None, "--jobs": 1, "--threads-per-run": 1, "--executor": 1,
-                 "--slurm-partition": 1, "--slurm-time": 1, "--slurm-cpus-per-task": 1, "--slurm-gpus-per-task": 1,
-                 "--no-wait": 0, "--replace": 0}
+                 "--run-figures": 1, "--slurm-partition": 1, "--slurm-time": 1, "--slurm-cpus-per-task": 1,
+                 "--slurm-gpus-per-task": 1, "--no-wait": 0, "--replace": 0}
 
 
 def study_command_args(argv: list[str]) -> list[str]:
@@ -280,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     if previous is not None:  # the report of the study that ran, not of a plan with the default seeds
         seeds, seeds_for, command = previous["seeds"], previous["seeds_for"], previous["command"]
     _, runs, _ = plan(settings, seeds, args.only, seeds_for, args.experiments)
+    if args.run_figures == "report":
+        shown = {key for keys, *_ in PANELS.values() for key in keys}
+        runs = [dataclasses.replace(r, figures=r.experiment in shown and r.seed == study_seeds(1)[0]) for r in runs]
     _, all_runs, all_pairs = plan(settings, seeds, None, seeds_for, None)  # what the report covers
     if args.list:
         for r in all_runs:

@@ -97,6 +97,9 @@ class Run:
     seed: int
     config: Any  # the problem's Config, paths included
     dir: Path
+    # its evaluation draws the run's figures (study.py --run-figures report: only those the report shows); how the
+    # run is evaluated, not which run it is
+    figures: bool = field(default=True, compare=False)
 
     @property
     def name(self) -> str:

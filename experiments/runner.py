@@ -291,11 +291,13 @@ def evaluate_run(run: Run) -> float:
     if run.problem == "problem1":
         from problem1.evaluate import run_evaluation
 
-        run_evaluation(run.dir / model_file(run), cfg.data_dir, run.dir, cfg.device, command=command)
+        run_evaluation(run.dir / model_file(run), cfg.data_dir, run.dir, cfg.device, command=command,
+                       figures=run.figures)
     else:
         from problem2.evaluate import EvalConfig, run_evaluation
 
-        run_evaluation(EvalConfig(data_dir=cfg.data_dir, results_dir=str(run.dir), device=cfg.device), command)
+        run_evaluation(EvalConfig(data_dir=cfg.data_dir, results_dir=str(run.dir), device=cfg.device), command,
+                       figures=run.figures)
     seconds = time.perf_counter() - t0
     import torch
 

@@ -160,7 +160,9 @@ def _one_setting(models: dict, key: str, default, results_dir: Path, what: str):
     return values.pop()
 
 
-def run_evaluation(cfg: EvalConfig, command: str) -> dict:
+def run_evaluation(cfg: EvalConfig, command: str, figures: bool = True) -> dict:
+    """Everything ``evaluate.py`` does for the models in ``cfg.results_dir``: ``metrics.json``, ``summary.md`` and
+    the figures (``figures=False``: the numbers only, as the study's runs whose figures its report does not show)."""
     results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
     paths = {m: results_dir / f"{m}_model.pth" for m in METHODS if (results_dir / f"{m}_model.pth").is_file()}
@@ -209,7 +211,20 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
         metrics["failures"] = {g: {k: v for k, v in d.items() if k != "mask"} for g, d in groups.items()}
 
     # Figures, then the JSON and the summary that point at them.
-    fig_dir = results_dir / "figures"
+    if figures:
+        _write_figures(results_dir / "figures", base, gt, names, results, codecs, metrics, snaps, log,
+                       groups if pair else None)
+    atomic_write_json(results_dir / "metrics.json", nan_to_none(metrics))
+    write_summary(results_dir)
+    if canonical_hands and results_dir.name == "canonical_hands" and (results_dir.parent / "metrics.json").is_file():
+        write_summary(results_dir.parent)  # its hypothesis-test section reads this run
+    return metrics
+
+
+def _write_figures(fig_dir: Path, base, gt: torch.Tensor, names: list[str], results: dict, codecs: dict,
+                   metrics: dict, snaps: dict | None, log: list[dict] | None, groups: dict | None) -> None:
+    """The figures of :func:`run_evaluation` (``groups``: the specified pair's failure groups, if both were run)."""
+    n_fig = min(8, len(base))
     images = base.images.cpu().float() / 255.0
     preds = {m: r["predictions"] for m, r in results.items()}
     plot_pck_curves(metrics, fig_dir / "pck_curves.png")
@@ -221,15 +236,10 @@ def run_evaluation(cfg: EvalConfig, command: str) -> dict:
                       fig_dir / "predicted_heatmaps.png")
         if snaps is not None:
             plot_training_stages(snaps, images, gt, names, codecs["heatmap"], fig_dir / "heatmaps_during_training.png")
-    if pair:
+    if groups is not None:
         plot_failures(images, gt, {m: preds[m] for m in SPECIFIED_METHODS}, groups, fig_dir / "failure_cases.png")
     if log is not None:
         plot_training_log(log, fig_dir / "training_curves.png")
-    atomic_write_json(results_dir / "metrics.json", nan_to_none(metrics))
-    write_summary(results_dir)
-    if canonical_hands and results_dir.name == "canonical_hands" and (results_dir.parent / "metrics.json").is_file():
-        write_summary(results_dir.parent)  # its hypothesis-test section reads this run
-    return metrics
 
 
 def load_training_log(path: Path) -> list[dict]:

@@ -5,6 +5,10 @@ import torch
 
 from common.errors import run_cli
 
+# Problem 2's specified pair at one seed on the quick data: two runs (1 and 2 epochs) and their pair evaluation.
+P2_PAIR_STUDY = ["--quick", "--quick-images", "16", "8", "--quick-epochs", "1", "2", "--only", "p2", "--experiments",
+                 "p2-heatmap", "p2-regression", "--seeds", "1", "--device", "cpu", "--no-bench"]
+
 
 def run_main(main, argv: list[str]) -> int:
     """Run a script's ``main`` in-process as its ``__main__`` does; returns the exit status."""
@@ -13,6 +17,21 @@ def run_main(main, argv: list[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     return 0
+
+
+def run_script_here(capsys, script: str, *args: str):
+    """``python SCRIPT ARGS`` in this process (``script`` as ``problem1/train.py``): its exit status, stdout and
+    stderr, as a ``subprocess.CompletedProcess``. The code path of the command line without starting Python and
+    importing torch again; the tests that are about the process itself (signals, exit status of a real process,
+    torchrun) start one."""
+    import importlib
+    import subprocess
+
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    capsys.readouterr()
+    code = run_main(module.main, list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], code, out, err)
 
 
 def overfit(net, criterion, images, targets, steps: int, lr: float = 1e-3) -> list[float]:

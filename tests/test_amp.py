@@ -62,23 +62,23 @@ def test_capability_check_is_pytorchs(avx512_bf16, amx, expected, monkeypatch):
     assert cpu_has_native_bf16() is expected
 
 
-P2 = ["--device", "cpu", "--model", "heatmap", "--limit-train", "8", "--limit-val", "8"]
+P2 = ["--device", "cpu", "--model", "heatmap", "--limit-train", "4", "--limit-val", "2"]
 
 
 def test_problem2_bf16_trains_deterministically_and_resumes(native_bf16, tiny_data, tmp_path):
+    """A run stopped after epoch 1 and resumed equals the uninterrupted run record for record, so bf16 runs are
+    both deterministic (the same first epoch twice) and resume exactly."""
     common = [*P2, "--data-dir", str(tiny_data), "--amp", "--lr", "0.003"]
-    a, b, c, f = (tmp_path / n for n in "abcf")
-    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(a)]) == 0
+    a, c, f = (tmp_path / n for n in "acf")
+    assert run_main(train2.main, [*common, "--epochs", "2", "--results-dir", str(a)]) == 0
     log = _log(a)
     assert log[-1]["train"]["loss"] < log[0]["train"]["loss"]  # it learns
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
-    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(b)]) == 0
-    assert json.dumps(_log(b)) == json.dumps(log)  # same seed, same machine: identical
     assert run_main(train2.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
-    assert run_main(train2.main, [*common, "--epochs", "3", "--results-dir", str(c), "--resume"]) == 0
-    assert _log(c) == log
+    assert run_main(train2.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
+    assert json.dumps(_log(c)) == json.dumps(log)
     # ... and bf16 was really used: exact fp32 gives other numbers
-    assert run_main(train2.main, [*common[:-3], "--no-amp", "--lr", "0.003", "--epochs", "3", "--results-dir",
+    assert run_main(train2.main, [*common[:-3], "--no-amp", "--lr", "0.003", "--epochs", "2", "--results-dir",
                                str(f)]) == 0
     assert _log(f) != log
     assert json.loads((f / "config.json").read_text())["precision"] == "fp32"
@@ -93,18 +93,18 @@ def test_amp_changes_nothing_without_native_bf16(monkeypatch, tiny_data, tmp_pat
     assert json.loads((tmp_path / "a" / "config.json").read_text())["precision"] == "fp32"
 
 
-P1 = ["--device", "cpu", "--limit-train", "4", "--batch-size", "2", "--limit-val", "4", "--eval-batch-size", "4"]
+P1 = ["--device", "cpu", "--limit-train", "1", "--batch-size", "1", "--limit-val", "1", "--eval-batch-size", "1"]
 
 
 def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_path):
+    """As for problem 2: one epoch, then resumed to two, equals two epochs in one go (the same first epoch twice, and
+    an exact resume)."""
     common = [*P1, "--data-dir", str(tiny_data), "--amp"]
-    a, b, c = (tmp_path / n for n in "abc")
+    a, c = tmp_path / "a", tmp_path / "c"
     assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(a)]) == 0
-    assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(b)]) == 0
-    assert json.dumps(_log(a)) == json.dumps(_log(b))
     assert run_main(train1.main, [*common, "--epochs", "1", "--results-dir", str(c)]) == 0
     assert run_main(train1.main, [*common, "--epochs", "2", "--results-dir", str(c), "--resume"]) == 0
-    assert _log(c) == _log(a)
+    assert json.dumps(_log(c)) == json.dumps(_log(a))
     assert json.loads((a / "config.json").read_text())["precision"] == "bf16"
 
 
@@ -114,26 +114,20 @@ def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_pat
 LOSS_RTOL, METRIC_ATOL = 0.01, 0.05 + 1e-9
 
 
-def test_bf16_evaluation_is_close_to_fp32_on_a_tiny_trained_model(native_bf16, tiny_data):
+@pytest.mark.xdist_group("overfit_detector")
+def test_bf16_evaluation_is_close_to_fp32_on_a_tiny_trained_model(native_bf16, tiny_data, overfit_detector):
     from helpers import overfit
 
     from problem1.config import Config as Config1
-    from problem1.dataset import load_split as load1
     from problem1.evaluate import evaluate as evaluate1
     from problem1.loss import DetectionLoss
-    from problem1.model import MultiScaleDetector
-    from problem1.utils import default_anchors
     from problem2.config import Config as Config2
     from problem2.dataset import load_split as load2
     from problem2.evaluate import evaluate as evaluate2
     from problem2.methods import build_codec, build_criterion, build_model
 
-    torch.manual_seed(0)
-    data = load1(tiny_data, "train", limit=4)
-    images, boxes, labels = data.get_batch(torch.arange(4))
-    model, crit = MultiScaleDetector(), DetectionLoss()
-    anchors = default_anchors()
-    overfit(model, lambda out, t: {"loss": crit(out, t, anchors)["loss_total"]}, images, (boxes, labels), steps=30)
+    model, data, _ = overfit_detector  # 20 steps on these 4 images
+    crit = DetectionLoss()
     fp32, bf16 = (evaluate1(model, data, Config1(eval_batch_size=4, amp=amp), CPU, crit) for amp in (False, True))
     assert fp32["loss"] != bf16["loss"]  # bf16 was really used
     assert bf16["loss"]["loss_total"] == pytest.approx(fp32["loss"]["loss_total"], rel=LOSS_RTOL)

@@ -70,26 +70,31 @@ def test_json_path_that_cannot_be_written_is_refused_before_any_work(tmp_path):
         bench.main(["--json", str(tmp_path), "--data-dir", str(tmp_path / "never")])
     with pytest.raises(UserError, match="is a file, not a folder"):
         bench.main(["--json", str(taken / "b.json"), "--data-dir", str(tmp_path / "never")])
+    with pytest.raises(UserError, match="--batch-size must be >= 1"):
+        bench.main(["--batch-size", "0", "--data-dir", str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()
 
 
 def test_bench_compare_layouts_rows(tiny_data, tmp_path):
     out = tmp_path / "bench.json"
     bench.main(["--problem", "2", "--device", "cpu", "--steps", "1", "--warmup", "0", "--compare-layouts",
-                "--data-dir", str(tiny_data), "--json", str(out)])
+                "--batch-size", "4", "--data-dir", str(tiny_data), "--json", str(out)])
     rows = json.loads(out.read_text())["results"]
     layouts = ("channels_last", "contiguous")
     assert set(rows) == {f"problem2 {m} {f}" for m in ("heatmap", "regression") for f in layouts}
+    assert {r["batch_size"] for r in rows.values()} == {4}
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_compare_amp_times_both_precisions(native, tiny_data, tmp_path, monkeypatch):
+def test_compare_amp_times_both_precisions(native, tmp_path, monkeypatch):
     import common.runtime
+    from common.synthetic import generate
 
     monkeypatch.setattr(common.runtime, "cpu_has_native_bf16", lambda: native)
+    generate(tmp_path / "data", num_train=4, num_val=2, only="keypoints")  # bf16 emulated on most CPUs: slow
     out = tmp_path / "amp.json"
-    bench.main(["--problem", "2", "--device", "cpu", "--steps", "1", "--warmup", "0", "--data-dir", str(tiny_data),
-                "--compare-amp", "--json", str(out)])
+    bench.main(["--problem", "2", "--device", "cpu", "--steps", "1", "--warmup", "0", "--data-dir",
+                str(tmp_path / "data"), "--compare-amp", "--batch-size", "4", "--json", str(out)])
     doc = json.loads(out.read_text())
     names = [f"problem2 {m} {p}" for m in ("heatmap", "regression") for p in ("fp32", "bf16")]
     assert sorted(doc["results"]) == sorted(names)

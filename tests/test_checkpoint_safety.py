@@ -6,23 +6,19 @@ import os
 import random
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_script_here
 
 from common.errors import UserError
 from common.runtime import rng_state, set_rng_state
 from common.training import load_weights, safe_load, strip_timing
 from problem1.config import Config as Config1
 from problem1.train import train as train1
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
 
 
 class _Payload:
@@ -41,9 +37,6 @@ def _crafted_checkpoint(path: Path, marker: Path) -> None:
     assert not marker.exists()
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=ENV, cwd=ROOT,
-                          timeout=300)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -51,7 +44,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", ["p1-evaluate", "p1-resume", "p2-evaluate", "p2-resume"])
-def test_crafted_checkpoint_runs_no_code(case, tiny_data, tmp_path):
+def test_crafted_checkpoint_runs_no_code(case, tiny_data, tmp_path, capsys):
     marker, res = tmp_path / "MARKER", tmp_path / "res"
     res.mkdir()
     (res / "notes.txt").write_text("already here")
@@ -74,7 +67,7 @@ def test_crafted_checkpoint_runs_no_code(case, tiny_data, tmp_path):
         _crafted_checkpoint(evil, marker)
         argv = ["problem2/train.py", *data, "--epochs", "1", "--resume"]
     before = _snapshot(res)
-    r = _run(*argv)
+    r = run_script_here(capsys, *argv)
     assert not marker.exists(), "loading the checkpoint ran code from it"
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -111,7 +104,7 @@ def _config1(data: Path, results: Path, epochs: int) -> Config1:
                    limit_val=4, eval_batch_size=4, device="cpu")
 
 
-def test_version_1_checkpoint_resumes_and_evaluates(tiny_data, tmp_path):
+def test_version_1_checkpoint_resumes_and_evaluates(tiny_data, tmp_path, capsys):
     ref, old = tmp_path / "ref", tmp_path / "old"
     train1(_config1(tiny_data, ref, 2))
     train1(_config1(tiny_data, old, 1))
@@ -121,20 +114,21 @@ def test_version_1_checkpoint_resumes_and_evaluates(tiny_data, tmp_path):
     # resumed run is the uninterrupted one.
     log = train1(_config1(tiny_data, old, 2), resume=True)
     assert strip_timing(log) == strip_timing(json.loads((ref / "training_log.json").read_text()))
-    r = _run("problem1/evaluate.py", "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "eval"),
-             "--checkpoint", str(old / "best_model.pth"), "--device", "cpu")
+    r = run_script_here(capsys, "problem1/evaluate.py", "--data-dir", str(tiny_data), "--results-dir",
+                        str(tmp_path / "eval"), "--checkpoint", str(old / "best_model.pth"), "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
-def test_version_1_problem2_checkpoint_evaluates(tiny_data, tmp_path):
+def test_version_1_problem2_checkpoint_evaluates(tiny_data, tmp_path, capsys):
     res = tmp_path / "res"
-    r = _run("problem2/train.py", "--data-dir", str(tiny_data), "--results-dir", str(res), "--epochs", "1",
-             "--device", "cpu")
+    r = run_script_here(capsys, "problem2/train.py", "--data-dir", str(tiny_data), "--results-dir", str(res),
+                        "--epochs", "1", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     for name in ("heatmap_model.pth", "regression_model.pth"):
         _to_version_1(res / name)
-    r = _run("problem2/evaluate.py", "--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu")
+    r = run_script_here(capsys, "problem2/evaluate.py", "--data-dir", str(tiny_data), "--results-dir", str(res),
+                        "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert json.loads((res / "metrics.json").read_text())["methods"]
 
@@ -176,13 +170,13 @@ def _png_bomb(path: Path, width: int = 30000, height: int = 30000) -> None:
 
 @pytest.mark.parametrize("problem,folder", [("problem1", "detection"), ("problem2", "keypoints")])
 @pytest.mark.parametrize("side", [30000, 12000])  # refused by PIL itself / only warned about by PIL
-def test_decompression_bomb_is_one_line(problem, folder, side, tiny_data, tmp_path):
+def test_decompression_bomb_is_one_line(problem, folder, side, tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data / folder, data / folder)
     victim = sorted((data / folder / "train").glob("*.png"))[0]
     _png_bomb(victim, side, side)
-    r = _run(f"{problem}/train.py", "--data-dir", str(data), "--results-dir", str(tmp_path / "r"), "--epochs", "1",
-             "--device", "cpu")
+    r = run_script_here(capsys, f"{problem}/train.py", "--data-dir", str(data), "--results-dir", str(tmp_path / "r"),
+                        "--epochs", "1", "--device", "cpu")
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert victim.name in r.stderr

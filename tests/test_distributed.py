@@ -86,12 +86,21 @@ def test_problem2_two_processes_follow_single_process(tiny_data, tmp_path):
     assert ddp.stdout.count("heatmap epoch 2/2") == 1  # only rank 0 prints
 
 
-def test_problem1_two_processes_follow_single_process(tiny_data, tmp_path):
-    args = ["problem1/train.py", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "8",
-            "--limit-val", "4"]
-    _run([*args, "--results-dir", str(tmp_path / "single")], 1)
-    ddp = _run([*args, "--results-dir", str(tmp_path / "ddp")], 2)
-    (s,), (d,) = _log(tmp_path / "single"), _log(tmp_path / "ddp")
+P1 = ["problem1/train.py", "--epochs", "1", "--batch-size", "8", "--limit-val", "4"]
+
+
+@pytest.fixture(scope="session")
+def p1_single(tiny_data, tmp_path_factory) -> Path:
+    """One plain-python problem-1 run: the reference of both problem-1 tests below."""
+    results = tmp_path_factory.mktemp("p1_single")
+    assert "torchrun:" not in _run([*P1, "--data-dir", str(tiny_data), "--results-dir", str(results)], 1).stdout
+    return results
+
+
+@pytest.mark.xdist_group("p1_single")
+def test_problem1_two_processes_follow_single_process(tiny_data, tmp_path, p1_single):
+    ddp = _run([*P1, "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "ddp")], 2)
+    (s,), (d,) = _log(p1_single), _log(tmp_path / "ddp")
     for k in ("loss_obj", "loss_cls", "loss_loc", "loss_total"):
         assert d["train"][k] == pytest.approx(s["train"][k], rel=RTOL), k
         assert d["val"][k] == pytest.approx(s["val"][k], rel=RTOL), k
@@ -100,13 +109,11 @@ def test_problem1_two_processes_follow_single_process(tiny_data, tmp_path):
     assert ddp.stdout.count("epoch 1/1") == 1
 
 
-def test_one_process_torchrun_takes_the_distributed_path_and_equals_plain_python(tiny_data, tmp_path):
+@pytest.mark.xdist_group("p1_single")
+def test_one_process_torchrun_takes_the_distributed_path_and_equals_plain_python(tiny_data, tmp_path, p1_single):
     """A one-GPU torchrun must exercise the process group and DDP (nccl there, gloo here), not fall back to the plain
     single-process path; with one rank it computes exactly what plain python does."""
-    args = ["problem1/train.py", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "8",
-            "--limit-val", "4"]
-    plain = _run([*args, "--results-dir", str(tmp_path / "plain")], 1)
-    one = _run([*args, "--results-dir", str(tmp_path / "one")], 1, torchrun=True)
-    assert "torchrun: 1 process, gloo" in one.stdout and "torchrun:" not in plain.stdout
+    one = _run([*P1, "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "one")], 1, torchrun=True)
+    assert "torchrun: 1 process, gloo" in one.stdout
     assert json.loads((tmp_path / "one" / "config.json").read_text())["world_size"] == 1
-    assert strip_timing(_log(tmp_path / "one")) == strip_timing(_log(tmp_path / "plain"))
+    assert strip_timing(_log(tmp_path / "one")) == strip_timing(_log(p1_single))

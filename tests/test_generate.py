@@ -39,17 +39,19 @@ def digests(root: Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference")
     generate(out)  # defaults: 1000/200, seed 641 (about 2 s)
     return out
 
 
+@pytest.mark.xdist_group("reference_data")
 def test_reference_digests(reference_data):
     assert digests(reference_data) == REFERENCE
 
 
+@pytest.mark.xdist_group("reference_data")
 def test_layout_and_ids(reference_data):
     det = json.loads((reference_data / "detection" / "val_annotations.json").read_text())
     assert det["images"][0] == {"id": 1000, "file_name": "001000.png", "width": 224, "height": 224}
@@ -61,6 +63,7 @@ def test_layout_and_ids(reference_data):
     assert kp["num_keypoints"] == 5 and len(kp["images"][0]["keypoints"]) == 5
 
 
+@pytest.mark.xdist_group("reference_data")
 def test_only_keypoints_matches_full_run(tmp_path, reference_data):
     """``--only keypoints`` still consumes the detection draws, so the keypoint set is unchanged."""
     generate(tmp_path, num_train=1000, num_val=200, only="keypoints")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script_here
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
@@ -21,7 +22,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("problem", list(CASES))
-def test_ctrl_c_keeps_checkpoint_and_resumes(problem, tiny_data, tmp_path):
+def test_ctrl_c_keeps_checkpoint_and_resumes(problem, tiny_data, tmp_path, capsys):
     script, *args = CASES[problem]
     res = tmp_path / "res"
     cmd = [sys.executable, script, *args, "--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu"]
@@ -40,7 +41,6 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(problem, tiny_data, tmp_path):
     epoch = torch.load(res / "last.pth", weights_only=True)["epoch"]
     assert 1 <= epoch < int(args[1])
     # The kept checkpoint resumes: one more epoch on top of it.
-    r = subprocess.run([*cmd, "--resume", "--epochs", str(epoch + 1)], cwd=ROOT, env=ENV, capture_output=True,
-                       text=True, timeout=120)
+    r = run_script_here(capsys, *cmd[1:], "--resume", "--epochs", str(epoch + 1))  # in this process
     assert r.returncode == 0, r.stderr
     assert torch.load(res / "last.pth", weights_only=True)["epoch"] == epoch + 1

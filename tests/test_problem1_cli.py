@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script_here
 
 from common.errors import UserError
 from common.training import strip_timing
@@ -33,7 +34,7 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     return r
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smoke(tiny_data, tmp_path_factory) -> Path:
     """``train.py`` for one epoch, then ``evaluate.py`` on its best checkpoint, as a user would run them."""
     results = tmp_path_factory.mktemp("p1_smoke")
@@ -42,14 +43,15 @@ def smoke(tiny_data, tmp_path_factory) -> Path:
     return results
 
 
-def test_help():
+def test_help(capsys):
     for script, flags in (("train.py", ["--epochs", "--batch-size", "--lr", "--data-dir", "--results-dir", "--device",
                                         "--seed", "--resume", "--force-match", "--no-force-match"]),
                           ("evaluate.py", ["--data-dir", "--results-dir", "--checkpoint"])):
-        out = _run(script, "--help").stdout
-        assert all(f in out for f in flags), (script, out)
+        r = run_script_here(capsys, f"problem1/{script}", "--help")
+        assert r.returncode == 0 and all(f in r.stdout for f in flags), (script, r.stdout)
 
 
+@pytest.mark.xdist_group("p1_smoke")
 def test_train_outputs(smoke, tiny_data):
     for name in ("training_log.json", "best_model.pth", "last.pth", "config.json"):
         assert (smoke / name).is_file(), name
@@ -68,6 +70,7 @@ def test_train_outputs(smoke, tiny_data):
     assert ckpt["problem"] == "problem1" and ckpt["config"]["batch_size"] == 2 and ckpt["epoch"] == 1
 
 
+@pytest.mark.xdist_group("p1_smoke")
 def test_evaluate_outputs(smoke):
     m = json.loads((smoke / "metrics.json").read_text())
     for key in ("mAP", "ap_per_class", "ignore_hidden", "best_f1", "confusion_matrix", "anchor_coverage",
@@ -85,6 +88,7 @@ def test_evaluate_outputs(smoke):
         assert (smoke / "visualizations" / name).stat().st_size > 1000, name
 
 
+@pytest.mark.xdist_group("p1_smoke")
 def test_resume_equals_uninterrupted_run_and_is_deterministic(tiny_data, tmp_path, smoke):
     straight = train(_tiny_config(tiny_data, tmp_path / "a", 2))
     train(_tiny_config(tiny_data, tmp_path / "b", 1))
@@ -116,19 +120,18 @@ def test_resume_and_evaluate_refuse_bad_checkpoints(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
-def test_results_dir_that_is_a_file_is_a_one_line_error(script, tiny_data, tmp_path):
+def test_results_dir_that_is_a_file_is_a_one_line_error(script, tiny_data, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     for results, phrase in ((taken, "is a file"), (taken / "sub", f"cannot be created: {taken} is a file")):
-        r = subprocess.run([sys.executable, f"problem1/{script}", "--data-dir", str(tiny_data), "--results-dir",
-                            str(results), *(TINY if script == "train.py" else [])],
-                           capture_output=True, text=True, cwd=ROOT)
+        r = run_script_here(capsys, f"problem1/{script}", "--data-dir", str(tiny_data), "--results-dir", str(results),
+                            *(TINY if script == "train.py" else []))
         assert r.returncode == 2, r.stderr
         assert r.stderr == f"error: --results-dir {results}: {phrase}, not a folder\n"
     assert taken.read_text() == "not a folder"
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path, capsys):
     results = tmp_path / "killed"
     cmd = [sys.executable, "problem1/train.py", "--epochs", "3", "--data-dir", str(tiny_data), "--results-dir",
            str(results), *TINY]
@@ -142,7 +145,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     proc.kill()  # SIGKILL: no handler runs
     proc.wait()
     assert len(json.loads(log_path.read_text())) < 3, "the run finished before it could be killed"
-    _run("train.py", *cmd[2:], "--resume")
+    assert run_script_here(capsys, "problem1/train.py", *cmd[2:], "--resume").returncode == 0
     straight = train(_tiny_config(tiny_data, tmp_path / "straight", 3))
     assert strip_timing(json.loads(log_path.read_text())) == strip_timing(straight)
     assert not list(results.glob(".*.tmp")), "a temporary file was left behind"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_main
+from helpers import run_main, run_script_here
 from PIL import Image
 
 from common.training import strip_timing
@@ -33,10 +33,10 @@ def log_of(results: Path) -> list[dict]:
     return strip_timing(json.loads((results / "training_log.json").read_text()))
 
 
-def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path):
+def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path, capsys):
     res = tmp_path / "res"
-    r = run_script("train.py", "--data-dir", str(tiny_data), "--results-dir", str(res), "--epochs", "1",
-                   "--device", "cpu")
+    r = run_script_here(capsys, "problem2/train.py", "--data-dir", str(tiny_data), "--results-dir", str(res),
+                        "--epochs", "1", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     for f in ("heatmap_model.pth", "regression_model.pth", "last.pth", "training_log.json",
               "heatmap_snapshots.pt", "config.json"):
@@ -46,7 +46,8 @@ def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path):
     assert set(log[0]["val"]["pck"]) == {"0.05", "0.1", "0.15", "0.2"}
     assert set(log[0]["time"]) == {"train_s", "val_s", "cpu_s"}
 
-    r = run_script("evaluate.py", "--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu")
+    r = run_script_here(capsys, "problem2/evaluate.py", "--data-dir", str(tiny_data), "--results-dir", str(res),
+                        "--device", "cpu")
     assert r.returncode == 0, r.stderr
     m = json.loads((res / "metrics.json").read_text())
     assert set(m["methods"]) == {"heatmap", "regression"}
@@ -67,8 +68,8 @@ def test_cli_smoke_train_evaluate_baseline(tiny_data, tmp_path):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 0, fig
     assert "hand-ambiguity ceiling" in (res / "summary.md").read_text()
 
-    r = run_script("baseline.py", "--data-dir", str(tiny_data), "--results-dir", str(res), "--epochs", "1",
-                   "--device", "cpu", "--sigmas", "1", "2", "--resolutions", "32", "64")
+    r = run_script_here(capsys, "problem2/baseline.py", "--data-dir", str(tiny_data), "--results-dir", str(res),
+                        "--epochs", "1", "--device", "cpu", "--sigmas", "1", "2", "--resolutions", "32", "64")
     assert r.returncode == 0, r.stderr
     abl = json.loads((res / "ablation.json").read_text())
     assert abl["families"] == {"sigma": ["p2-sigma1", "p2-heatmap"], "resolution": ["p2-res32", "p2-heatmap"],

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import overfit, run_main
+from helpers import overfit, run_main, run_script_here
 from torch import nn
 
 from common.training import save_checkpoint
@@ -33,8 +29,6 @@ from problem2.metrics import hand_placement, hand_placement_strategies, keypoint
 from problem2.model import HeatmapNet, RegressionNet, SimCCNet
 from problem2.report import study_conclusion
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
 NAMES = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 
 
@@ -228,26 +222,21 @@ def test_tiny_overfit(method, settings, loss_ratio, px, tiny_data):
 
 # --- CLI smoke runs ------------------------------------------------------------------------------------------------
 
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"problem2/{script}", *args], capture_output=True, text=True, env=ENV,
-                          cwd=ROOT, timeout=180)
-
-
-def test_cli_smoke_every_new_method_then_evaluate(tiny_data, tmp_path):
-    """Each new method or variant trained by ``train.py`` (a real process) and evaluated by ``evaluate.py``; the first
-    three share a results folder, so evaluation covers every ``<method>_model.pth`` it finds."""
+def test_cli_smoke_every_new_method_then_evaluate(tiny_data, tmp_path, capsys):
+    """Each new method or variant trained by ``train.py`` and evaluated by ``evaluate.py`` (their ``main``, in this
+    process); the first three share a results folder, so evaluation covers every ``<method>_model.pth`` it finds."""
     shared, coord = tmp_path / "shared", tmp_path / "coord"
     cases = [(shared, ["--model", "integral"]), (shared, ["--model", "simcc"]),
              (shared, ["--model", "regression", "--regression-head", "flatten"]),
              (coord, ["--model", "regression", "--regression-head", "coord", "--dropout", "0"])]
     for res, args in cases:
         common = ["--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu"]
-        r = run_script("train.py", *common, "--epochs", "1", *args)
+        r = run_script_here(capsys, "problem2/train.py", *common, "--epochs", "1", *args)
         assert r.returncode == 0, r.stderr
         method = args[1]
         log = [x for x in json.loads((res / "training_log.json").read_text()) if x["model"] == method]
         assert [x["epoch"] for x in log] == [1] and "cpu_s" in log[0]["time"]
-        assert run_main(evaluate.main, common) == 0  # the script's main, in this process: saves a start-up
+        assert run_main(evaluate.main, common) == 0
         m = json.loads((res / "metrics.json").read_text())["methods"][method]
         assert m["config"]["regression_head"] == (args[3] if method == "regression" else "gap")
         # The saved model evaluated by the script gives the numbers logged in training (one evaluation path).

@@ -105,7 +105,7 @@ def test_ceiling_strategies_and_single_prediction_bound():
     assert sum(hand_ambiguity_ceiling(gt, ts).values()) == pytest.approx(3.6)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_val(tmp_path_factory) -> torch.Tensor:
     out = tmp_path_factory.mktemp("reference_kp")
     generate(out, only="keypoints")  # the reference data, keypoints only (about 1 s)

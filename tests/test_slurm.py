@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import P2_PAIR_STUDY
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
@@ -49,11 +50,10 @@ def _squeue(job: str) -> str:
                           text=True).stdout
 
 
-def test_slurm_study_equals_local_and_resumes_a_cancelled_run(cluster, tmp_path):
-    images = ["--quick-images", "16", "8", "--quick-epochs", "1", "2"]
-    local, slurm = tmp_path / "local", tmp_path / "slurm"
-    _study(*SMALL, *images, "--results-dir", str(local), "--threads-per-run", "1")
-    out = _study(*SMALL, *images, "--results-dir", str(slurm), "--executor", "slurm", "--slurm-cpus-per-task", "1")
+@pytest.mark.xdist_group("p2_pair_study")
+def test_slurm_study_equals_local_and_resumes_a_cancelled_run(cluster, tmp_path, p2_pair_study):
+    local, slurm = p2_pair_study, tmp_path / "slurm"  # the same study, one run after the other, one thread each
+    out = _study(*P2_PAIR_STUDY, "--results-dir", str(slurm), "--executor", "slurm", "--slurm-cpus-per-task", "1")
     assert "Slurm job array" in out.stdout, out.stdout
     numbers = _runs(local)
     assert len(numbers) == 3 and numbers == _runs(slurm)  # two runs and the pair evaluation, number for number

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_main
+from helpers import P2_PAIR_STUDY, run_main
 from PIL import Image
 
 from common.errors import UserError
@@ -48,8 +48,21 @@ TINY = ["--quick", "--quick-images", "16", "8", "--device", "cpu"]
 
 
 def _study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python study.py ARGS`` as a real process: where the process is what a test is about (a user's command line,
+    a kill, the bench it starts)."""
     return subprocess.run([sys.executable, "study.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _study_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``study.main(ARGS)`` in this process, as its ``__main__`` runs it (exit status, stdout, stderr): the same
+    code path without starting Python and importing torch again."""
+    import study
+
+    capsys.readouterr()
+    code = run_main(study.main, list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["study.py", *args], code, out, err)
 
 
 # --- the plan ----------------------------------------------------------------------------------------------------
@@ -272,7 +285,8 @@ def test_recorded_study_command_leaves_out_where_inputs_come_from():
     assert study_command_args(["--bench-json", "a.json"]) == []
     # where the runs execute is not what the study computes: --no-wait takes no value, the --slurm-* options one
     argv = ["--executor", "slurm", "--no-wait", "--only", "p1", "--slurm-partition=cpu", "--slurm-time", "60",
-            "--slurm-cpus-per-task", "4", "--slurm-gpus-per-task", "1", "--jobs", "2", "--replace", "--seeds", "1"]
+            "--slurm-cpus-per-task", "4", "--slurm-gpus-per-task", "1", "--jobs", "2", "--replace", "--seeds", "1",
+            "--run-figures", "report"]
     assert study_command_args(argv) == ["--only", "p1", "--seeds", "1"]
 
 
@@ -432,11 +446,12 @@ def test_committed_report_and_readme_are_short_enough_to_read():
 # --- the whole pipeline --------------------------------------------------------------------------------------------
 
 # Two seeds where the comparisons need a spread, one elsewhere (the report must say so), one epoch per run.
-QUICK = [*TINY, "--quick-epochs", "1", "1", "--seeds", "2", "--seeds-for", "p2-*=1", "--seeds-for", "p2-heatmap=2",
-         "--seeds-for", "p2-regression=2", "--seeds-for", "p1-cosine=1"]
+QUICK = ["--quick", "--quick-images", "8", "4", "--device", "cpu", "--quick-epochs", "1", "1", "--seeds", "2",
+         "--seeds-for", "p2-*=1", "--seeds-for", "p2-heatmap=2", "--seeds-for", "p2-regression=2", "--seeds-for",
+         "p1-cosine=1", "--run-figures", "report"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def quick_study(tmp_path_factory):
     res = tmp_path_factory.mktemp("study") / "q"
     t0 = time.perf_counter()
@@ -445,6 +460,7 @@ def quick_study(tmp_path_factory):
     return res, time.perf_counter() - t0, r
 
 
+@pytest.mark.xdist_group("quick_study")
 def test_quick_study_writes_a_consistent_report(quick_study):
     res, _, r = quick_study
     study = json.loads((res / "study.json").read_text())
@@ -466,48 +482,52 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     for rel in linked_figures(report):
         assert (res / rel).is_file(), rel
     assert (res / "study" / "p2-pair" / "seed1" / "figures" / "failure_cases.png").is_file()
+    # --run-figures report: only the runs whose figures the report shows drew theirs; every run has its numbers
+    drew = {p.parts[-4] + "/" + p.parts[-3] for p in (res / "study").glob("p[12]-*/seed*/*/training_curves.png")
+            if p.parts[-4] != "p2-pair"}  # a pair evaluation always draws its figures
+    assert drew == {"p1-spec/seed641", "p1-dilation3/seed641", "p1-cosine/seed641", "p2-heatmap/seed641",
+                    "p2-regression/seed641", "p2-integral/seed641", "p2-simcc/seed641"}
+    assert "--run-figures" not in study["meta"]["command"]
     [bench] = study["benches"]
     assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
     assert f"on {machine_name(bench['meta']['machine'])}, 2 threads" in report or \
         f"on {machine_name(bench['meta']['machine'])}, 1 threads" in report
 
 
-def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(quick_study):
+@pytest.mark.xdist_group("quick_study")
+def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(quick_study, capsys):
     res, first_s, _ = quick_study
     report = (res / "REPORT.md").read_bytes()
     ckpt = res / "study" / "p1-spec" / "seed641" / "last.pth"
     mtime = ckpt.stat().st_mtime_ns
     t0 = time.perf_counter()
-    r = _study(*QUICK, "--results-dir", str(res))
+    r = _study_here(capsys, *QUICK, "--results-dir", str(res))
     again_s = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     assert "0 train, 0 resume, 0 evaluate, 25 finished" in r.stdout
     assert ckpt.stat().st_mtime_ns == mtime and again_s < first_s / 4
     assert (res / "REPORT.md").read_bytes() == report
-    r = _study(*QUICK, "--results-dir", str(res), "--report-only")
+    r = _study_here(capsys, *QUICK, "--results-dir", str(res), "--report-only")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (res / "REPORT.md").read_bytes() == report
-    # without the seed flags, --report-only reuses those of the study that ran (its study.json)
-    r = _study(*TINY, "--quick-epochs", "1", "1", "--results-dir", str(res), "--report-only")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert (res / "REPORT.md").read_bytes() == report
-    # nor does the device flag change it: every command the report prints is the one its run recorded
+    # without the seed flags, --report-only reuses those of the study that ran (its study.json), and without the
+    # device flag the report is the same too: every command it prints is the one its run recorded (one invocation
+    # for both: either flag changing the report would change these bytes)
     no_device = [a for a in TINY if a not in ("--device", "cpu")]
-    r = _study(*no_device, "--quick-epochs", "1", "1", "--results-dir", str(res), "--report-only")
+    r = _study_here(capsys, *no_device, "--quick-epochs", "1", "1", "--results-dir", str(res), "--report-only")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (res / "REPORT.md").read_bytes() == report and b"--device cpu" in report
 
 
-def test_jobs_runs_in_parallel_with_the_numbers_of_one_after_the_other(tmp_path):
+@pytest.mark.xdist_group("p2_pair_study")
+def test_jobs_runs_in_parallel_with_the_numbers_of_one_after_the_other(tmp_path, p2_pair_study):
     """--jobs 2: the same runs, each in its own process, with the numbers of the sequential study at the same thread
     count; every run records its threads; the recorded study command leaves the scheduling out."""
-    args = [*TINY, "--quick-epochs", "1", "1", "--seeds", "1", "--only", "p2", "--no-bench", "--threads-per-run", "1",
-            "--experiments", "p2-heatmap", "p2-regression"]
-    one = _study(*args, "--results-dir", str(tmp_path / "one"))
-    two = _study(*args, "--jobs", "2", "--results-dir", str(tmp_path / "two"))
-    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+
+    two = _study(*P2_PAIR_STUDY, "--threads-per-run", "1", "--jobs", "2", "--results-dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-2000:]
     assert "2 at a time, 1 thread(s) each" in two.stdout
-    studies = [json.loads((tmp_path / d / "study.json").read_text()) for d in ("one", "two")]
+    studies = [json.loads((d / "study.json").read_text()) for d in (p2_pair_study, tmp_path / "two")]
     runs = [{r["experiment"]: r for r in s["runs"]} for s in studies]
     assert sorted(runs[0]) == sorted(runs[1]) == ["p2-heatmap", "p2-regression"]
     for key in runs[0]:
@@ -519,10 +539,11 @@ def test_jobs_runs_in_parallel_with_the_numbers_of_one_after_the_other(tmp_path)
     assert (tmp_path / "two" / "study" / "p2-pair" / "seed641" / "metrics.json").is_file()
 
 
-def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path):
+@pytest.mark.xdist_group("quick_study")
+def test_export_copies_the_report_and_exactly_its_figures(quick_study, tmp_path, capsys):
     res, _, _ = quick_study
     out = tmp_path / "docs" / "report"
-    r = _study("--results-dir", str(res), "--export", str(out))
+    r = _study_here(capsys, "--results-dir", str(res), "--export", str(out))
     assert r.returncode == 0, r.stderr
     report = (out / "REPORT.md").read_text()
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
@@ -546,11 +567,12 @@ def test_readme_markers_are_whole_lines_and_the_rest_is_kept(tmp_path):
         update_readme(readme, DOCS)
 
 
-def test_export_renders_the_readme_block_between_its_markers_only(quick_study, tmp_path):
+@pytest.mark.xdist_group("quick_study")
+def test_export_renders_the_readme_block_between_its_markers_only(quick_study, tmp_path, capsys):
     res, _, _ = quick_study
     out, readme = tmp_path / "docs" / "report", tmp_path / "README.md"
     readme.write_text(f"# Title\n\nkept above\n\n{BEGIN}\nold block\n{END}\n\nkept below\n")
-    r = _study("--results-dir", str(res), "--export", str(out), "--readme", str(readme))
+    r = _study_here(capsys, "--results-dir", str(res), "--export", str(out), "--readme", str(readme))
     assert r.returncode == 0, r.stderr
     assert "study block updated" in r.stdout
     text = readme.read_text()
@@ -563,11 +585,11 @@ def test_export_renders_the_readme_block_between_its_markers_only(quick_study, t
         assert f"{f['sentence']} [→](" in block
     for link in re.findall(r"\]\(([^)#\s]+)\)", block):  # relative to the README, into the export
         assert (readme.parent / link).is_file(), link
-    r = _study("--results-dir", str(res), "--export", str(out), "--readme", str(readme))
+    r = _study_here(capsys, "--results-dir", str(res), "--export", str(out), "--readme", str(readme))
     assert "already up to date" in r.stdout and readme.read_text() == text
     # a README without the markers: one line, before the export writes anything
     readme.write_text("# no markers\n")
-    r = _study("--results-dir", str(res), "--export", str(tmp_path / "other"), "--readme", str(readme))
+    r = _study_here(capsys, "--results-dir", str(res), "--export", str(tmp_path / "other"), "--readme", str(readme))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "study:begin" in r.stderr
     assert readme.read_text() == "# no markers\n" and not (tmp_path / "other").exists()
 
@@ -576,15 +598,16 @@ def _runs_without(study: dict, *keys: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in keys} for r in study["runs"]]
 
 
-def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_study, tmp_path):
+@pytest.mark.xdist_group("quick_study")
+def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_study, tmp_path, capsys):
     """A new machine: the exported report is all there is. Carried over, every run counts as finished with the same
     numbers, nothing is trained, the pairs and the ceiling come along, and the report is the same but for saying so."""
     res, _, _ = quick_study
     out, new = tmp_path / "report", tmp_path / "new"
-    assert _study("--results-dir", str(res), "--export", str(out)).returncode == 0
+    assert _study_here(capsys, "--results-dir", str(res), "--export", str(out)).returncode == 0
     new.mkdir()
     (new / "bench.json").write_bytes((res / "bench.json").read_bytes())
-    r = _study(*QUICK, "--results-dir", str(new), "--continue-from", str(out))
+    r = _study_here(capsys, *QUICK, "--results-dir", str(new), "--continue-from", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"carried over from {out}: 25 runs, 2 pair evaluations" in r.stdout
     assert "0 train, 0 resume, 0 evaluate, 25 finished" in r.stdout
@@ -607,7 +630,7 @@ def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_stud
     assert same(report) == same((res / "REPORT.md").read_text())
     # Again: the folders are not empty any more, so nothing is carried, trained or changed.
     before = (new / "REPORT.md").read_bytes()
-    r = _study(*QUICK, "--results-dir", str(new), "--continue-from", str(out))
+    r = _study_here(capsys, *QUICK, "--results-dir", str(new), "--continue-from", str(out))
     assert r.returncode == 0 and "0 runs, 0 pair evaluations" in r.stdout
     assert (new / "REPORT.md").read_bytes() == before
 
@@ -691,7 +714,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
     assert json.loads((runs[0].dir / "config.json").read_text()) == other and not (res / "quick_data").exists()
 
 
-def test_kill9_mid_run_resumes_to_the_uninterrupted_study(tmp_path):
+def test_kill9_mid_run_resumes_to_the_uninterrupted_study(tmp_path, capsys):
     args = [*TINY, "--quick-epochs", "1", "6", "--seeds", "1", "--experiments", "p2-regression", "--no-bench"]
     killed, ref = tmp_path / "killed", tmp_path / "ref"
     run_dir = Path("study") / "p2-regression" / "seed641"
@@ -705,10 +728,10 @@ def test_kill9_mid_run_resumes_to_the_uninterrupted_study(tmp_path):
     proc.wait()
     epoch = torch.load(killed / run_dir / "last.pth", weights_only=True)["epoch"]
     assert 1 <= epoch < 6 and not (killed / run_dir / "metrics.json").exists()
-    r = _study(*args, "--results-dir", str(killed))
+    r = _study_here(capsys, *args, "--results-dir", str(killed))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "0 train, 1 resume" in r.stdout
-    r = _study(*args, "--results-dir", str(ref))
+    r = _study_here(capsys, *args, "--results-dir", str(ref))
     assert r.returncode == 0, r.stderr[-3000:]
     logs = [json.loads((d / run_dir / "training_log.json").read_text()) for d in (killed, ref)]
     assert len(logs[0]) == 6 and strip_timing(logs[0]) == strip_timing(logs[1])

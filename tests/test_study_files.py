@@ -139,7 +139,7 @@ QUICK_RUN = ["--quick", "--quick-images", "16", "8", "--quick-epochs", "1", "1",
              "--experiments", "p2-regression", "--no-bench"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_quick_run(tmp_path_factory) -> Path:
     """A results folder holding one finished quick run (copied by each test that breaks one of its files)."""
     import study
@@ -149,6 +149,7 @@ def finished_quick_run(tmp_path_factory) -> Path:
     return res
 
 
+@pytest.mark.xdist_group("finished_quick_run")
 @pytest.mark.parametrize("name,text", [("metrics.json", '{"methods": 3}'), ("metrics.json", "[]"),
                                        (TIMING_FILE, '{"evaluate_s": "fast"}'),
                                        ("training_log.json", '[{"model": "regression", "epoch": 1, "time": 5}]')])

@@ -5,8 +5,8 @@
 # that one hang cannot use up the machine.
 #
 #   bash tools/device_check.sh                       # DEVICE=cuda, full runs, outputs in $OUT or results/device
-#   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 NUM_TRAIN=16 NUM_VAL=8 BENCH_STEPS=1 BENCH_PROBLEM=2 \
-#       bash tools/device_check.sh                   # a quick check of the script itself on a CPU
+#   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 TORCHRUN_EPOCHS=1 NUM_TRAIN=8 NUM_VAL=4 BENCH_STEPS=1 BENCH_WARMUP=0 \
+#       BENCH_BATCH=4 BENCH_PROBLEM=2 bash tools/device_check.sh   # a quick check of the script itself on a CPU
 set -u
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,9 @@ P2_EPOCHS=${P2_EPOCHS:-30}
 NUM_TRAIN=${NUM_TRAIN:-1000}
 NUM_VAL=${NUM_VAL:-200}
 BENCH_STEPS=${BENCH_STEPS:-10}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_BATCH=${BENCH_BATCH:-}  # empty: each problem's specified batch
+TORCHRUN_EPOCHS=${TORCHRUN_EPOCHS:-2}
 BENCH_PROBLEM=${BENCH_PROBLEM:-all}
 STEP_LIMIT=${STEP_LIMIT:-240}  # seconds per step
 PY=${PYTHON:-python3}
@@ -40,7 +43,7 @@ step() {  # step NAME COMMAND...: run it under the time limit, log it, record it
 } > "$OUT/machine.txt" 2>&1
 step data "$PY" generate_datasets.py --output_dir "$DATA" --num_train "$NUM_TRAIN" --num_val "$NUM_VAL"
 step bench "$PY" bench.py --problem "$BENCH_PROBLEM" --device "$DEVICE" --data-dir "$DATA" --steps "$BENCH_STEPS" \
-    --warmup 2 --json "$OUT/bench.json"
+    --warmup "$BENCH_WARMUP" ${BENCH_BATCH:+--batch-size "$BENCH_BATCH"} --json "$OUT/bench.json"
 step p1_train "$PY" problem1/train.py --device "$DEVICE" --epochs "$P1_EPOCHS" --data-dir "$DATA" \
     --results-dir "$OUT/problem1"
 step p1_evaluate "$PY" problem1/evaluate.py --device "$DEVICE" --data-dir "$DATA" --results-dir "$OUT/problem1"
@@ -49,7 +52,7 @@ step p2_train "$PY" problem2/train.py --device "$DEVICE" --epochs "$P2_EPOCHS" -
 step p2_evaluate "$PY" problem2/evaluate.py --device "$DEVICE" --data-dir "$DATA" --results-dir "$OUT/problem2"
 # One process through torchrun: the distributed code path (nccl on CUDA, gloo on CPU) on a short run.
 step torchrun "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 problem1/train.py --device "$DEVICE" \
-    --epochs 2 --data-dir "$DATA" --results-dir "$OUT/torchrun"
+    --epochs "$TORCHRUN_EPOCHS" --data-dir "$DATA" --results-dir "$OUT/torchrun"
 # What comes back should be small: no datasets or checkpoints.
 rm -rf "$DATA"
 find "$OUT" -name "*.pth" -delete
