@@ -3,7 +3,7 @@
 
 For each problem, in one process:
 
-1. pure model step: forward + backward + optimizer step on random tensors of the specified batch;
+1. pure model step: forward + backward + optimizer step on random tensors of the specified batch (or --batch-size);
 2. real training step: the actual dataset batch, target building (matching / heatmaps), loss (with hard
    negative mining), backward and optimizer step;
 3. non-model time: step 2 without the model (batch fetch, targets, loss and its backward on random head

@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "when its folder here is empty and its config equals this study's; everything else is trained here")
     p.add_argument("--run-figures", choices=["all", "report"], default="all",
                    help="which runs draw their own figures when evaluated: every run, or only those whose figures "
-                        "the report shows (each panel experiment's first seed): the same numbers, sooner, and the "
-                        "other runs' evaluation times leave the figures out")
+                        "the report shows (each panel experiment's seed 641): the same numbers, sooner; the other "
+                        "runs' evaluation times leave the figures out, and a run evaluated without them keeps none")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each in its own process (on a "
                    "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
     p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "

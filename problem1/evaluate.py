@@ -189,6 +189,7 @@ def run_evaluation(checkpoint: str | Path, data_dir: str | Path, results_dir: st
         "false_positives": fps,
         "num_detections": int(sum(len(p["scores"]) for p in preds)),
         "time": {"inference_s": t_infer, "metrics_s": t_metrics},
+        "figures": figures,
     }
     if figures:
         write_figures(out, model, dataset, dev, preds, curves, cov, spec, cm, num_vis)

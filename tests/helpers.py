@@ -26,11 +26,15 @@ def run_script_here(capsys, script: str, *args: str):
     torchrun) start one."""
     import importlib
     import subprocess
+    import warnings
 
     module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
     capsys.readouterr()
-    code = run_main(module.main, list(args))
+    with warnings.catch_warnings(record=True) as caught:  # a real process prints them to stderr: so do we
+        warnings.simplefilter("default")
+        code = run_main(module.main, list(args))
     out, err = capsys.readouterr()
+    err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
     return subprocess.CompletedProcess([script, *args], code, out, err)
 
 

@@ -93,7 +93,7 @@ def test_amp_changes_nothing_without_native_bf16(monkeypatch, tiny_data, tmp_pat
     assert json.loads((tmp_path / "a" / "config.json").read_text())["precision"] == "fp32"
 
 
-P1 = ["--device", "cpu", "--limit-train", "1", "--batch-size", "1", "--limit-val", "1", "--eval-batch-size", "1"]
+P1 = ["--device", "cpu", "--limit-train", "2", "--batch-size", "1", "--limit-val", "1", "--eval-batch-size", "1"]
 
 
 def test_problem1_bf16_deterministic_and_resumes(native_bf16, tiny_data, tmp_path):
