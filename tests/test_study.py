@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import P2_PAIR_STUDY, run_main
+from helpers import P2_PAIR_STUDY, run_main, run_script_here
 from PIL import Image
 
 from common.errors import UserError
@@ -55,14 +55,9 @@ def _study(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 def _study_here(capsys, *args: str) -> subprocess.CompletedProcess:
-    """``study.main(ARGS)`` in this process, as its ``__main__`` runs it (exit status, stdout, stderr): the same
-    code path without starting Python and importing torch again."""
-    import study
-
-    capsys.readouterr()
-    code = run_main(study.main, list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["study.py", *args], code, out, err)
+    """``study.main(ARGS)`` in this process (``helpers.run_script_here``): the same code path without starting Python
+    and importing torch again."""
+    return run_script_here(capsys, "study.py", *args)
 
 
 # --- the plan ----------------------------------------------------------------------------------------------------
