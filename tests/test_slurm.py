@@ -1,5 +1,5 @@
 """``study.py --executor slurm`` on a real Slurm cluster (``bash tools/slurm_cluster.sh start``, which ``.ci/run``
-does): the study's numbers equal a local run's, and a job cancelled mid-run resumes from its ``last.pth`` when the
+does): the study's numbers equal a local run's, and a job killed mid-run resumes from its ``last.pth`` when the
 study is run again. Skipped where ``sbatch`` is absent; never faked."""
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ def test_slurm_study_equals_local_and_resumes_a_cancelled_run(cluster, tmp_path,
     for run in ("p2-heatmap", "p2-regression"):  # the job ran with the CPUs it asked for
         assert json.loads((slurm / "study" / run / "seed641" / "study_timing.json").read_text())["threads"] == 1
 
-    # Cancel the heatmap's job after its first epoch, then run the study again: it resumes, keeping epoch 1.
-    epochs = 8
+    # Kill the heatmap's job after its first epoch, then run the study again: it resumes, keeping epoch 1.
+    epochs = 6  # more than the job can finish between its first epoch and the kill
     cancelled = tmp_path / "cancelled"
-    args = [*SMALL, "--experiments", "p2-heatmap", "--quick-images", "64", "8", "--quick-epochs", "1", str(epochs),
+    args = [*SMALL, "--experiments", "p2-heatmap", "--quick-images", "32", "4", "--quick-epochs", "1", str(epochs),
             "--results-dir", str(cancelled), "--executor", "slurm", "--slurm-cpus-per-task", "1"]
     _study(*args, "--no-wait")
     run = cancelled / "study" / "p2-heatmap" / "seed641"
@@ -79,7 +79,7 @@ def test_slurm_study_equals_local_and_resumes_a_cancelled_run(cluster, tmp_path,
         except (OSError, ValueError):
             pass
     assert log, "the job never finished an epoch"
-    subprocess.run(["scancel", job], check=True)
+    subprocess.run(["scancel", "--signal", "KILL", job], check=True)  # at once, not SIGTERM and KILL 2 s later
     while _squeue(job).strip():
         time.sleep(0.2)
     before = json.loads((run / "training_log.json").read_text())
