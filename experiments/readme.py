@@ -86,7 +86,8 @@ def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
              f"{t['runs_finished']} of {t['runs_planned']} planned runs finished, "
              f"{format_duration(t['train_s'])} of training{' so far' if t['runs_finished'] < t['runs_planned'] else ''}"
              f", {study['meta']['seeds']} seeds per experiment. Numbers are mean ± standard deviation over seeds; "
-             "\"raises\" and \"lowers\" mean the study's difference rule finds a difference beyond the seed noise. "
+             "\"raises\" and \"lowers\" mean the study's rule finds a difference (a 95% Welch interval that excludes "
+             "zero after false-discovery control over all its comparisons). "
              f"The evidence, every table and figure: [`{rel}/{REPORT_NAME}`]({rel}/{REPORT_NAME}).", ""]
     lines += findings_list(study, f"{rel}/{REPORT_NAME}")
     lines += _figure(report_dir, readme_dir, FIGURES["p1_overview"], "Problem 1: AP@0.5 per class, every experiment")

@@ -66,12 +66,16 @@ def _hands(study: dict, results_dir: Path) -> list[str]:
                   "(every other keypoint taken as perfect).", "",
                   *markdown_table(["strategy", *(f"PCK@{t:g}" for t in THRESHOLDS)], rows), ""]
     if fam is not None:
+        gaps = [("original labels", "p2-regression", "p2-heatmap"),
+                ("canonical labels", "p2-canonical-hands-regression", "p2-canonical-hands-heatmap")]
         lines += ["The hypothesis test retrains both models on derived labels (`--canonical-hands`: the hand with the "
-                  "smaller x is `left_hand`) and scores them against those labels, so they are compared with each "
-                  "other and with their own original-label runs:", "",
-                  *markdown_table(["comparison", "PCK@0.05", "PCK@0.2"],
-                                  [[f"`{a}` vs `{b}`", *(verdict_cell(comparison(study, a, b, m))
-                                                         for m in STRICT_LOOSE)] for a, b in fam["comparisons"]]),
+                  "smaller x is `left_hand`) and scores them against those labels. Scores on different labels are "
+                  "never compared; the test compares regression's gap to the heatmap on each:",
+                  "",
+                  *markdown_table(["labels", "comparison", "PCK@0.05", "PCK@0.2"],
+                                  [[labels, f"`{a}` vs `{b}`", *(verdict_cell(comparison(study, a, b, m))
+                                                                 for m in STRICT_LOOSE)]
+                                   for labels, a, b in gaps if a in study["experiments"]]),
                   ""]
     return lines
 

@@ -17,11 +17,20 @@ import pytest
 import torch
 from helpers import P2_PAIR_STUDY, run_main, run_script_here
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from common.errors import UserError
 from common.report import fmt
 from common.training import strip_timing
-from experiments.aggregate import DIFFERS, NOT_RUN, NOT_TESTED, WITHIN_NOISE, compare, mean_std
+from experiments.aggregate import (
+    DIFFERS,
+    NOT_RUN,
+    NOT_TESTED,
+    WITHIN_NOISE,
+    compare,
+    judged_comparisons,
+    mean_std,
+)
 from experiments.export import linked_figures, shrink_png
 from experiments.figures import panel_sources
 from experiments.findings import build_findings, change
@@ -36,6 +45,7 @@ from experiments.registry import (
     study_seeds,
 )
 from experiments.report_appendix import machine_name, performance_section
+from experiments.rule import benjamini_hochberg, judge, screen, welch
 from experiments.runner import EVALUATE, FINISHED, RESUME, TIMING_FILE, TRAIN, config_flags, run_state
 from problem1.config import Config as Config1
 from problem2.ablations import FAMILIES, AblationConfig
@@ -164,24 +174,83 @@ def test_run_state_follows_the_files_and_never_takes_over_another_run(tmp_path, 
 # --- statistics and the difference rule ----------------------------------------------------------------------------
 
 def test_mean_std_known_values():
-    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert mean_std([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3, "values": [1.0, 2.0, 3.0]}
     s = mean_std([None, float("nan"), 2.0, 4.0])  # a run without the number does not count
-    assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2)) and s["n"] == 2
-    assert mean_std([0.25]) == {"mean": 0.25, "std": None, "n": 1}
-    assert mean_std([]) == {"mean": None, "std": None, "n": 0}
+    assert s["mean"] == 3.0 and s["std"] == pytest.approx(math.sqrt(2)) and s["n"] == 2 and s["values"] == [2.0, 4.0]
+    assert mean_std([0.25]) == {"mean": 0.25, "std": None, "n": 1, "values": [0.25]}
+    assert mean_std([]) == {"mean": None, "std": None, "n": 0, "values": []}
 
 
-def test_difference_rule_known_values():
-    a, b = {"mean": 1.0, "std": 0.1, "n": 3}, {"mean": 0.8, "std": 0.1, "n": 3}
-    c = compare(a, b)  # threshold 2 * sqrt(0.01/3 + 0.01/3) = 0.1633
-    assert c["diff"] == pytest.approx(0.2) and c["threshold"] == pytest.approx(0.163299, abs=1e-6)
-    assert c["verdict"] == "differs"
-    wide = compare({**a, "std": 0.2}, {**b, "std": 0.2})  # threshold 0.3266 > 0.2
-    assert wide["verdict"] == WITHIN_NOISE
-    assert compare({**a, "n": 1, "std": None}, b)["verdict"] == NOT_TESTED
-    assert compare({"mean": None, "std": None, "n": 0}, b)["verdict"] == NOT_RUN
-    same = compare({"mean": 0.5, "std": 0.0, "n": 2}, {"mean": 0.5, "std": 0.0, "n": 2})
-    assert same["verdict"] == WITHIN_NOISE  # identical deterministic runs: no difference at all
+def test_welch_interval_known_answers():
+    """By hand. Equal spread, a = 1, 2, 3 against b = 3, 4, 5: difference -2, standard error sqrt(1/3 + 1/3), Welch
+    degrees of freedom (2/3)^2 / (2 * (1/3)^2 / 2) = 4 exactly, t(0.975, 4) = 2.776445 (a t table), so the 95%
+    interval is -2 +- 2.776445 * 0.816497 = [-4.266958, 0.266958], and t = -2.449490 with 4 degrees of freedom is
+    p = 0.070484 (two-sided), not a difference at 5%."""
+    w = welch([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    assert w["diff"] == -2.0 and w["se"] == pytest.approx(math.sqrt(2 / 3)) and w["df"] == pytest.approx(4.0)
+    assert w["ci"] == pytest.approx([-4.266958, 0.266958], abs=1e-6)
+    assert w["p"] == pytest.approx(0.070484, abs=1e-6)
+    # Unequal spread, a = 1, 2, 3 against b = 4, 6, 8 (variances 1 and 4): se^2 = 1/3 + 4/3 = 5/3 and
+    # df = (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17, not the pooled test's 4: Welch, not Student.
+    w = welch([1.0, 2.0, 3.0], [4.0, 6.0, 8.0])
+    assert w["diff"] == -4.0 and w["se"] == pytest.approx(math.sqrt(5 / 3)) and w["df"] == pytest.approx(50 / 17)
+    half = (w["ci"][1] - w["ci"][0]) / 2
+    assert 3.182 < half / w["se"] < 4.303  # t(0.975, 2.94): between the table's t(0.975, 3) and t(0.975, 2)
+    assert half / w["se"] == pytest.approx(scipy_stats.t.ppf(0.975, 50 / 17))
+    # no spread on either side: the difference is exact
+    assert welch([0.5, 0.5], [0.5, 0.5]) == {"diff": 0.0, "se": 0.0, "df": None, "p": 1.0, "ci": [0.0, 0.0]}
+    assert welch([1.0, 1.0], [0.5, 0.5])["p"] == 0.0
+
+
+def test_benjamini_hochberg_known_family():
+    """By hand, m = 4: p sorted 0.005, 0.01, 0.03, 0.04 times m / rank gives 0.02, 0.02, 0.04, 0.04 (each then the
+    smallest of itself and those ranked after it), returned in the order given; at 5% all four are claimed although
+    Bonferroni (0.05 / 4 = 0.0125) would keep two."""
+    assert benjamini_hochberg([0.03, 0.005, 0.04, 0.01]) == pytest.approx([0.04, 0.02, 0.04, 0.02])
+    # p = 0.01, 0.02, 0.5: 0.03, 0.03, 0.5; and a monotone step: 0.04 * 3 / 2 = 0.06 is lowered to 0.06 vs 0.9
+    assert benjamini_hochberg([0.5, 0.01, 0.02]) == pytest.approx([0.5, 0.03, 0.03])
+    assert benjamini_hochberg([0.9, 0.04, 0.045]) == pytest.approx([0.9, 0.0675, 0.0675])
+    assert benjamini_hochberg([]) == []
+
+
+def test_the_rule_judges_the_family_once_and_its_interval_agrees():
+    """Three comparisons, one of them listed twice (two tables show it): the family counts it once (m = 3); a claim
+    is exactly an adjusted p <= 0.05, which is exactly an adjusted interval that excludes zero; the earlier screen's
+    verdict stays beside the new one."""
+    vals = {("a", "m"): [1.0, 1.1, 0.9], ("ref", "m"): [0.0, 0.1, -0.1], ("b", "m"): [0.2, 0.5, -0.1],
+            ("c", "m"): [0.1, 0.0, 0.05]}
+    st = {k: mean_std(v) for k, v in vals.items()}
+
+    def comp(x):
+        return {"a": x, "b": "ref", "metric": "m", **compare(st[(x, "m")], st[("ref", "m")])}
+
+    judged = judge([comp("a"), comp("b"), comp("a"), comp("c")], vals)
+    assert {c["family_size"] for c in judged} == {3}
+    assert judged[0] == judged[2]
+    raw = [comp(x)["p"] for x in ("a", "b", "c")]
+    assert [c["p_adjusted"] for c in (judged[0], judged[1], judged[3])] == pytest.approx(benjamini_hochberg(raw))
+    for c in judged:
+        claimed = c["verdict"] == DIFFERS
+        assert claimed == (c["p_adjusted"] <= 0.05)
+        assert claimed == (c["ci_adjusted"][0] > 0 or c["ci_adjusted"][1] < 0), c
+        assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and c["n_a"] == c["n_b"] == 3
+        assert set(c["screen"]) == {"threshold", "verdict"}
+    assert judged[0]["verdict"] == DIFFERS and judged[1]["verdict"] == WITHIN_NOISE
+    # one seed on a side, or none: not tested / not run, outside the family
+    one = {"a": "x", "b": "ref", "metric": "m", **compare(mean_std([1.0]), st[("ref", "m")])}
+    none = {"a": "y", "b": "ref", "metric": "m", **compare(mean_std([]), st[("ref", "m")])}
+    j = judge([comp("a"), one, none], vals)
+    assert [c["verdict"] for c in j[1:]] == [NOT_TESTED, NOT_RUN] and j[0]["family_size"] == 1
+    assert j[1]["diff"] == pytest.approx(1.0) and j[2]["diff"] is None
+
+
+def test_the_earlier_screen_known_values():
+    a, b = mean_std([1.1, 1.0, 0.9]), mean_std([0.9, 0.8, 0.7])  # sd 0.1 each
+    c = screen(a, b)  # threshold 2 * sqrt(0.01/3 + 0.01/3) = 0.1633 < 0.2
+    assert c["threshold"] == pytest.approx(0.163299, abs=1e-6) and c["verdict"] == "differs"
+    assert screen(mean_std([1.2, 1.0, 0.8]), mean_std([1.0, 0.8, 0.6]))["verdict"] == WITHIN_NOISE  # 0.3266 > 0.2
+    assert screen(mean_std([1.0]), b)["verdict"] == NOT_TESTED
+    assert screen(mean_std([]), b)["verdict"] == NOT_RUN
 
 
 def test_a_verdict_is_worded_by_the_rule():
@@ -197,14 +266,21 @@ def test_a_verdict_is_worded_by_the_rule():
 
 
 def _with_means(study: dict, changes: dict[tuple[str, str], float]) -> dict:
-    """``study`` with some experiments' means moved (their spread kept) and every comparison re-judged by the rule,
-    then its findings rebuilt: what ``build_study`` would give had the runs measured these numbers."""
+    """``study`` with some experiments' per-seed numbers shifted to a new mean (their spread kept), its statistics and
+    comparisons recomputed as ``build_study`` does, and its findings rebuilt: what the study would say had the runs
+    measured these numbers."""
     study = json.loads(json.dumps(study))
     for (key, metric), mean in changes.items():
-        study["experiments"][key]["metrics"][metric]["mean"] = mean
-    for c in study["comparisons"]:
-        sa, sb = (study["experiments"][k]["metrics"][c["metric"]] for k in (c["a"], c["b"]))
-        c.update(mean_a=sa["mean"], mean_b=sb["mean"], **compare(sa, sb))
+        runs = [r for r in study["runs"] if r["experiment"] == key]
+        shift = mean - sum(r["metrics"][metric] for r in runs) / len(runs)
+        for r in runs:
+            r["metrics"][metric] += shift
+    for key, e in study["experiments"].items():
+        e["metrics"] = {m: mean_std(r["metrics"].get(m) for r in study["runs"] if r["experiment"] == key)
+                        for m in e["metrics"]}
+    registry = build_registry()
+    families = [f for f in registry.families if any(m in study["experiments"] for m in f.members)]
+    study["comparisons"] = judged_comparisons(families, study["experiments"])
     study["findings"] = build_findings(study)
     return study
 
@@ -227,10 +303,14 @@ def test_a_flipped_verdict_changes_the_words_of_its_finding():
     # regression gaining from canonical hand labels: no longer "not the hand labels"
     hands = "Is regression's deficit the left/right-hand ambiguity?"
     assert _sentence(before, hands).startswith("Not the hand labels:")
-    gained = _with_means(study, {("p2-canonical-hands-regression", "pck@0.05"): 0.3})
-    assert _sentence(gained, hands).startswith("Partly the hand labels:")
-    reg = fmt(study["experiments"]["p2-regression"]["metrics"]["pck@0.05"]["mean"])
-    assert f"regression raises PCK@0.05 from {reg} to 0.300" in _sentence(gained, hands)
+    # regression level with the heatmap on canonical labels: then the labels are what held it back
+    heat = study["experiments"]["p2-canonical-hands-heatmap"]["metrics"]["pck@0.05"]["mean"]
+    level = _sentence(_with_means(study, {("p2-canonical-hands-regression", "pck@0.05"): heat}), hands)
+    assert level.startswith("The hand labels:") and "are what holds regression back" in level
+    assert f"regression is level with the heatmap within seed noise ({fmt(heat)} against {fmt(heat)}" in level
+    assert _sentence(before, hands).startswith(
+        "Not the hand labels: on canonical hand labels (left = smaller x, no ambiguity) regression trails the heatmap "
+        "by 0.917 (0.077 against 0.993)")
 
 
 def test_findings_are_one_sentence_each_and_the_summary_at_most_twelve():
