@@ -103,6 +103,23 @@ def p2_headline(method_result: dict) -> dict:
             **{f"hands_apart_{k}": hands.get(k) for k in HAND_PLACEMENT}, "best_epoch": method_result.get("epoch")}
 
 
+def last_epoch_numbers(problem: str, log: list[dict]) -> dict | None:
+    """The compared metrics (:data:`COMPARED`) at the last epoch's validation, from the training log: the same
+    evaluation as the selected checkpoint's, one epoch choice apart. ``None`` without a log (a carried run keeps
+    only its numbers) or for a record of another shape."""
+    if not log:
+        return None
+    v = log[-1]["val"]
+    try:
+        if problem == "problem1":
+            numbers = {"map50": v["mAP"], **{f"ap50_{c}": v["ap_per_class"][c] for c in CLASS_NAMES}}
+        else:
+            numbers = {m: v["pck"][m.removeprefix("pck@")] for m in COMPARED[problem]}
+    except (KeyError, TypeError):
+        return None
+    return {"epoch": log[-1]["epoch"], **numbers}
+
+
 def p1_details(m: dict, receptive_fields: list[int]) -> dict:
     """What the problem-1 sections show for one run besides the headline (from its metrics.json)."""
     return {"receptive_fields": receptive_fields, "num_images": m["num_images"], "num_objects": m["num_objects"],
@@ -173,6 +190,7 @@ def collect_run(run: Run, results_dir: Path) -> dict | None:
             "evaluate_command": evaluate_command(run.problem, config.get("data_dir", run.config.data_dir), run.dir,
                                                  config.get("device", run.config.device)),
             "metrics": nan_to_none(headline), "details": nan_to_none(details), "time": run_time(run, log),
+            "last_epoch": nan_to_none(last_epoch_numbers(run.problem, log)),
             "machine": (read_timing(run.dir) or {}).get("machine"),
             "threads": (read_timing(run.dir) or {}).get("threads")}
 
@@ -226,10 +244,16 @@ def experiment_summary(key: str, registry: Registry, runs: list[Run], collected:
     # A run that did not record a time (a log written before cpu_s was) leaves the experiment's sum unknown.
     times = {k: None if any(c["time"].get(k) is None for c in finished) else
              round(sum(c["time"][k] for c in finished), 3) for k in ("train_s", "cpu_s", "evaluate_s")}
+    # The selected checkpoint (lowest validation loss, as specified) against the last epoch, over the same runs: those
+    # whose training log is here.
+    logged = [c for c in finished if c.get("last_epoch")]
+    last_epoch = {"seeds": [c["seed"] for c in logged],
+                  **{m: {"selected": mean_std(c["metrics"].get(m) for c in logged),
+                         "last": mean_std(c["last_epoch"].get(m) for c in logged)} for m in COMPARED[exp.problem]}}
     return {"problem": exp.problem, "title": exp.title, "aliases": list(exp.aliases), "overrides": exp.overrides,
             "train_command": finished[0]["train_command"] if finished else train_command(mine[0]) if mine else None,
             "planned_seeds": [r.seed for r in mine], "seeds": [c["seed"] for c in finished], "n": len(finished),
-            "metrics": metrics, "time": times}
+            "metrics": metrics, "last_epoch": last_epoch, "time": times}
 
 
 def family_comparisons(family: Family, experiments: dict[str, dict]) -> list[dict]:

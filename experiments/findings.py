@@ -9,6 +9,7 @@ shares (which scale produced most true positives, where most hand predictions la
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from common.report import fmt
@@ -93,6 +94,40 @@ def _finding(key: str, question: str, sentence: str, comparisons: list[dict | No
     comps = [_record(c) for c in comparisons if c is not None]
     return {"key": key, "section": SECTIONS[key], "question": question, "sentence": sentence,
             "verdicts": [direction(c) for c in comps], "comparisons": comps, "numbers": numbers or {}}
+
+
+def selection_rankings(study: dict, keys: list[str], metrics: tuple[str, ...]) -> dict | None:
+    """``keys`` ranked by mean ``metric`` at the selected checkpoint (lowest validation loss, as specified) and at
+    the last epoch, over the same runs (those whose training log the study read): ``{metric: {'selected': [...],
+    'last': [...], 'seeds': {key: [...]}}}``; ``None`` with fewer than two such experiments."""
+    keys = [k for k in keys if k in study["experiments"] and (study["experiments"][k].get("last_epoch") or {}).get(
+        "seeds")]
+    if len(keys) < 2:
+        return None
+    def order(metric: str, which: str) -> list[str]:
+        means = {k: study["experiments"][k]["last_epoch"][metric][which]["mean"] for k in keys}
+        return sorted(keys, key=lambda k: -means[k] if means[k] is not None else math.inf)
+
+    return {m: {"selected": order(m, "selected"), "last": order(m, "last"),
+                "seeds": {k: study["experiments"][k]["last_epoch"]["seeds"] for k in keys}} for m in metrics}
+
+
+METRIC_WORDS = {"map50": "mAP@0.5", "pck@0.05": "PCK@0.05", "pck@0.2": "PCK@0.2"}
+
+
+def selection_clause(rankings: dict | None, what: str) -> str:
+    """The rankings of :func:`selection_rankings` as a clause: the same order, or how it changes (an order of means,
+    described, not a verdict)."""
+    if not rankings:
+        return ""
+    head = f"; at the last epoch instead of the selected checkpoint, {what}"
+    changed = [m for m, r in rankings.items() if r["selected"] != r["last"]]
+    if not changed:
+        return f"{head} keep their order"
+    arrow = lambda ks: " > ".join(f"`{k}`" for k in ks)  # noqa: E731
+    return head + " change order: " + "; ".join(
+        f"at {METRIC_WORDS.get(m, m)} {arrow(rankings[m]['selected'])} becomes {arrow(rankings[m]['last'])}"
+        for m in changed)
 
 
 # --- problem 1 -------------------------------------------------------------------------------------------------
@@ -182,9 +217,12 @@ def p1_cosine(study: dict) -> dict | None:
                WITHIN_NOISE: "so the specification is not under-trained at this architecture: the remaining error "
                              "is the architecture's",
                NOT_TESTED: "so whether the specification is under-trained stays open"}.get(d, "")
+    keys = [k for k, e in study["experiments"].items() if e["problem"] == "problem1"]
+    rankings = selection_rankings(study, keys, ("map50",))
     return _finding("p1-results", "Is the specification under-trained?",
                     f"A cosine schedule with 10x the learning rate and a warm-up epoch {change(c, 'mAP@0.5')}, "
-                    f"{verdict}.", [c])
+                    f"{verdict}{selection_clause(rankings, 'the problem-1 experiments')}.", [c],
+                    {"ranking_selected_vs_last_epoch": rankings})
 
 
 # --- problem 2 -------------------------------------------------------------------------------------------------
@@ -202,7 +240,12 @@ def p2_regression(study: dict) -> dict | None:
                 + (f" and {change(c2, 'PCK@0.2', 'raises', 'drops')}" if c2 else ""))
     if all(err):
         sentence += f" (mean error {fmt(err[1]['mean'], 1)} px against {fmt(err[0]['mean'], 1)} px)"
-    return _finding("p2-results", "Does direct regression lose?", sentence + ".", [c05, c2])
+    methods = next((f["members"] for f in study["families"] if f["key"] == "p2-methods"), [])
+    rankings = selection_rankings(study, list(dict.fromkeys(["p2-heatmap", "p2-regression", *methods])),
+                                  ("pck@0.05", "pck@0.2"))
+    sentence += selection_clause(rankings, "the methods")
+    return _finding("p2-results", "Does direct regression lose?", sentence + ".", [c05, c2],
+                    {"ranking_selected_vs_last_epoch": rankings})
 
 
 def p2_hands(study: dict) -> dict | None:
@@ -216,12 +259,12 @@ def p2_hands(study: dict) -> dict | None:
     d = direction(canon)
     lead, verdict = {
         "lower": ("Not the hand labels", "so the hand labels are not what holds regression back"),
-        WITHIN_NOISE: ("The hand labels", "so the ambiguous hand labels are what holds regression back"),
-        "higher": ("The hand labels, and more", "so the ambiguous hand labels are what holds regression back"),
+        WITHIN_NOISE: ("The hand labels", "so the ambiguous labels are what holds regression back"),
+        "higher": ("The hand labels, and more", "so the ambiguous labels are what holds regression back"),
     }.get(d, ("Untested", "so the hypothesis stays untested"))
     return _finding("p2-hands", "Is regression's deficit the left/right-hand ambiguity?",
-                    f"{lead}: on canonical hand labels (left = smaller x, no ambiguity) regression {_gap(canon)} at "
-                    f"PCK@0.05, where on the original labels it {_gap(orig)}; {verdict}.", [orig, canon])
+                    f"{lead}: on canonical hand labels (left = smaller x) regression {_gap(canon)} at PCK@0.05, and "
+                    f"on the original labels it {_gap(orig)}; {verdict}.", [orig, canon])
 
 
 def _gap(c: dict) -> str:

@@ -15,7 +15,7 @@ from problem1.config import CLASS_NAMES, FEATURE_MAP_SIZES
 
 APPENDIX = {"legend": "Experiments", "p1": "Problem 1: more metrics", "fp": "False positives by cause",
             "p2": "Problem 2: more metrics", "data": "Data", "performance": "Performance",
-            "machines": "Machines and training times"}
+            "machines": "Machines and training times", "selection": "Selected checkpoint against the last epoch"}
 
 
 def machine_name(m: dict | None) -> str:
@@ -29,10 +29,9 @@ def _legend(study: dict) -> list[str]:
     rows = [[exp_cell(study, k), f"`{e['train_command']}`" if e["train_command"] else ""]
             for k, e in study["experiments"].items()]
     return [f"### {APPENDIX['legend']}", "",
-            "Each run is a plain training run followed by `python problemN/evaluate.py --data-dir D --results-dir R`; "
-            "the command is the first seed's (the others add `--seed S` and their own folder), and its flags are what "
-            "the experiment changes from the specification. Each experiment's seeds and training time are in "
-            "`study.json`.", "",
+            "Each run trains, then runs `python problemN/evaluate.py --data-dir D --results-dir R`; the command shown "
+            "is the first seed's (others add `--seed S` and their own folder), its flags what the experiment changes. "
+            "Seeds and times: `study.json`.", "",
             *markdown_table(["key", "training command"], rows), ""]
 
 
@@ -74,9 +73,35 @@ def _p2(study: dict) -> list[str]:
     # PCK@0.05, PCK@0.2 and the mean error are in the body's tables; every other number is in study.json.
     more = ["pck@0.1", "hands_pck@0.05", "best_epoch"]
     return [f"### {APPENDIX['p2']}", "",
-            "Metrics the body's tables leave out; PCK@0.15, AUC, head and feet PCK, the hand-swap-invariant PCK, the "
-            "spread of the predictions and where every experiment puts the hands are in `study.json`.", "",
+            "Further metrics (PCK@0.15, AUC, per-keypoint and hand-swap-invariant PCK, spread, hand placement) are in "
+            "`study.json`.", "",
             *results_table(study, "problem2", keys, more), ""]
+
+
+def _mean(stat: dict) -> str:
+    """``mean ± std``, or the mean alone for one run (the table's run count says so)."""
+    return fmt(stat["mean"]) if stat["n"] < 2 else f"{fmt(stat['mean'])} ± {fmt(stat['std'])}"
+
+
+def _selection(study: dict) -> list[str]:
+    """Every experiment's compared metrics at the selected checkpoint and at the last epoch, over the runs whose
+    training log the study read (a carried run keeps only its numbers); nothing before any such run."""
+    keys = [k for k, e in study["experiments"].items() if (e.get("last_epoch") or {}).get("seeds")]
+    if not keys:
+        return []
+    lines = [f"### {APPENDIX['selection']}", "", "The same runs (those with training logs) at both checkpoints.", ""]
+    for problem in ("problem1", "problem2"):
+        mine = [k for k in keys if study["experiments"][k]["problem"] == problem]
+        if not mine:
+            continue
+        metrics = [m for m in study["experiments"][mine[0]]["last_epoch"] if m != "seeds"]
+        h = {x["key"]: x["label"] for x in study["headline"][problem]}
+        rows = [[exp_cell(study, k), str(len(study["experiments"][k]["last_epoch"]["seeds"])),
+                 *(_mean(study["experiments"][k]["last_epoch"][m][w]) for m in metrics for w in ("selected", "last"))]
+                for k in mine]
+        lines += [*markdown_table(["experiment", "runs", *(f"{h[m]} {w}" for m in metrics
+                                                           for w in ("selected", "last"))], rows), ""]
+    return lines
 
 
 def _data(study: dict, results_dir: Path) -> list[str]:
@@ -146,4 +171,4 @@ def _machines(study: dict) -> list[str]:
 
 def appendix_sections(study: dict, results_dir: Path) -> list[str]:
     return ["## Appendix", "", *_legend(study), *_p1(study), *_false_positives(study), *_p2(study),
-            *_data(study, results_dir), *performance_section(study), *_machines(study)]
+            *_selection(study), *_data(study, results_dir), *performance_section(study), *_machines(study)]

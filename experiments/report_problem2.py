@@ -69,8 +69,8 @@ def _hands(study: dict, results_dir: Path) -> list[str]:
         gaps = [("original labels", "p2-regression", "p2-heatmap"),
                 ("canonical labels", "p2-canonical-hands-regression", "p2-canonical-hands-heatmap")]
         lines += ["The hypothesis test retrains both models on derived labels (`--canonical-hands`: the hand with the "
-                  "smaller x is `left_hand`) and scores them against those labels. Scores on different labels are "
-                  "never compared; the test compares regression's gap to the heatmap on each:",
+                  "smaller x is `left_hand`), scored against those; only scores on the same labels are compared, here "
+                  "regression's gap to the heatmap:",
                   "",
                   *markdown_table(["labels", "comparison", "PCK@0.05", "PCK@0.2"],
                                   [[labels, f"`{a}` vs `{b}`", *(verdict_cell(comparison(study, a, b, m))

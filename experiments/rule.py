@@ -22,11 +22,11 @@ import numpy as np
 Q = 0.05  # the false discovery rate the study controls
 LEVEL = 0.95  # the confidence level of each comparison's own interval
 DIFFERENCE_RULE = (
-    "two experiments differ in a metric when the 95% Welch interval of their difference of means over seeds excludes "
-    "zero after Benjamini-Hochberg control of the false discovery rate at 5% over every comparison the study records "
-    "(adjusted p <= 0.05; chosen over Holm because the study claims a list of differences, and this bounds the share "
-    "of wrong claims in it); else the difference is within noise, and with one seed on a side it is not tested. "
-    "study.json holds each comparison's interval, p-values and seeds")
+    "two experiments differ in a metric when the 95% Welch interval of their difference of means excludes zero after "
+    "Benjamini-Hochberg control of the false discovery rate (5%) over all the study's comparisons (adjusted p <= "
+    "0.05; BH rather than Holm: the study claims a list of differences, and BH bounds the share of wrong ones); else "
+    "within noise; with one seed on a side, not tested. study.json holds each comparison's interval, p-values and "
+    "seeds")
 SCREEN_RULE = ("the study's earlier screen, kept for comparison: |mean_a - mean_b| > 2 * sqrt(sd_a^2 / n_a + "
                "sd_b^2 / n_b)")
 WITHIN_NOISE, DIFFERS, NOT_TESTED, NOT_RUN = "within noise", "differs", "not tested (one seed)", "not run"

@@ -33,7 +33,7 @@ from experiments.aggregate import (
 )
 from experiments.export import linked_figures, shrink_png
 from experiments.figures import panel_sources
-from experiments.findings import build_findings, change
+from experiments.findings import build_findings, change, selection_clause, selection_rankings
 from experiments.progress import estimate, format_eta, makespan
 from experiments.readme import BEGIN, END, current_block, readme_block, update_readme
 from experiments.registry import (
@@ -265,6 +265,21 @@ def test_a_verdict_is_worded_by_the_rule():
     assert change(None, "mAP") == "has no mAP yet"
 
 
+def test_selection_clause_says_whether_the_last_epoch_keeps_the_order():
+    same = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"]}}
+    assert selection_clause(same, "the methods").endswith("the methods keep their order")
+    swapped = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"]},
+               "pck@0.2": {"selected": ["a", "b"], "last": ["b", "a"]}}
+    assert selection_clause(swapped, "the methods").endswith(
+        "the methods change order: at PCK@0.2 `a` > `b` becomes `b` > `a`")
+    assert selection_clause(None, "the methods") == ""
+    study = {"experiments": {k: {"last_epoch": {"seeds": [1], "m": {"selected": {"mean": s}, "last": {"mean": la}}}}
+                             for k, s, la in (("a", 0.9, 0.5), ("b", 0.8, 0.6), ("c", 0.7, None))}}
+    r = selection_rankings(study, ["a", "b", "c", "absent"], ("m",))["m"]
+    assert r["selected"] == ["a", "b", "c"] and r["last"] == ["b", "a", "c"]  # no number: ranked last
+    assert selection_rankings(study, ["a"], ("m",)) is None
+
+
 def _with_means(study: dict, changes: dict[tuple[str, str], float]) -> dict:
     """``study`` with some experiments' per-seed numbers shifted to a new mean (their spread kept), its statistics and
     comparisons recomputed as ``build_study`` does, and its findings rebuilt: what the study would say had the runs
@@ -309,8 +324,8 @@ def test_a_flipped_verdict_changes_the_words_of_its_finding():
     assert level.startswith("The hand labels:") and "are what holds regression back" in level
     assert f"regression is level with the heatmap within seed noise ({fmt(heat)} against {fmt(heat)}" in level
     assert _sentence(before, hands).startswith(
-        "Not the hand labels: on canonical hand labels (left = smaller x, no ambiguity) regression trails the heatmap "
-        "by 0.917 (0.077 against 0.993)")
+        "Not the hand labels: on canonical hand labels (left = smaller x) regression trails the heatmap by 0.917 "
+        "(0.077 against 0.993)")
 
 
 def test_findings_are_one_sentence_each_and_the_summary_at_most_twelve():
@@ -563,6 +578,28 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     assert drew == {"p1-spec/seed641", "p1-dilation3/seed641", "p1-cosine/seed641", "p2-heatmap/seed641",
                     "p2-regression/seed641", "p2-integral/seed641", "p2-simcc/seed641"}
     assert "--run-figures" not in study["meta"]["command"]
+    # the last epoch beside the selected checkpoint: read from each run's training log, over the same runs
+    for run in study["runs"]:
+        log = [x for x in json.loads((res / run["dir"] / "training_log.json").read_text())
+               if x.get("model") in (None, run["config"].get("model"))]
+        last = run["last_epoch"]
+        assert last["epoch"] == log[-1]["epoch"]
+        if run["problem"] == "problem1":
+            assert last["map50"] == log[-1]["val"]["mAP"] and last["ap50_square"] == log[-1]["val"]["ap_per_class"][
+                "square"]
+        else:
+            assert last["pck@0.05"] == log[-1]["val"]["pck"]["0.05"] and last["pck@0.2"] == log[-1]["val"]["pck"]["0.2"]
+    for e in study["experiments"].values():
+        assert e["last_epoch"]["seeds"] == e["seeds"]
+        m = "map50" if e["problem"] == "problem1" else "pck@0.2"
+        assert e["last_epoch"][m]["selected"] == e["metrics"][m]
+    numbers = {f["question"]: f["numbers"] for f in study["findings"]}
+    p1 = numbers["Is the specification under-trained?"]["ranking_selected_vs_last_epoch"]["map50"]
+    assert sorted(p1["selected"]) == sorted(p1["last"]) == ["p1-cosine", "p1-dilation3", "p1-spec"]
+    p2 = numbers["Does direct regression lose?"]["ranking_selected_vs_last_epoch"]["pck@0.05"]
+    assert "p2-integral" in p2["last"] and sorted(p2["last"]) == sorted(p2["selected"])
+    assert "### Selected checkpoint against the last epoch" in report
+    assert "at the last epoch instead of the selected checkpoint, the" in report
     [bench] = study["benches"]
     assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
     assert f"on {machine_name(bench['meta']['machine'])}, 2 threads" in report or \
