@@ -219,10 +219,19 @@ def p1_cosine(study: dict) -> dict | None:
                NOT_TESTED: "so whether the specification is under-trained stays open"}.get(d, "")
     keys = [k for k, e in study["experiments"].items() if e["problem"] == "problem1"]
     rankings = selection_rankings(study, keys, ("map50",))
+    # the dilated head, whose best epoch is near its last: the same schedule on it
+    dc = comparison(study, "p1-dilation3-cosine", "p1-dilation3", "map50")
+    dilated = (f"; on the dilated head the same schedule {change(dc, 'mAP@0.5')}"
+               if dc is not None and direction(dc) != NOT_RUN else "")
+    ran = [k for k in keys if _stat(study, k, "map50")]
+    best = max(ran, key=lambda k: _stat(study, k, "map50")["mean"]) if ran else None
+    best_text = (f"; the best problem-1 configuration found is `{best}` (mAP@0.5 {pm(_stat(study, best, 'map50'))})"
+                 if best else "")
     return _finding("p1-results", "Is the specification under-trained?",
                     f"A cosine schedule with 10x the learning rate and a warm-up epoch {change(c, 'mAP@0.5')}, "
-                    f"{verdict}{selection_clause(rankings, 'the problem-1 experiments')}.", [c],
-                    {"ranking_selected_vs_last_epoch": rankings})
+                    f"{verdict}{dilated}{best_text}{selection_clause(rankings, 'the problem-1 experiments')}.",
+                    [c, dc] if dc is not None else [c],
+                    {"ranking_selected_vs_last_epoch": rankings, "best_configuration": best})
 
 
 # --- problem 2 -------------------------------------------------------------------------------------------------

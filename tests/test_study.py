@@ -538,7 +538,7 @@ def test_committed_report_and_readme_are_short_enough_to_read():
 # Two seeds where the comparisons need a spread, one elsewhere (the report must say so), one epoch per run.
 QUICK = ["--quick", "--quick-images", "8", "4", "--device", "cpu", "--quick-epochs", "1", "1", "--seeds", "2",
          "--seeds-for", "p2-*=1", "--seeds-for", "p2-heatmap=2", "--seeds-for", "p2-regression=2", "--seeds-for",
-         "p1-cosine=1", "--run-figures", "report"]
+         "p1-cosine=1", "--seeds-for", "p1-dilation3-cosine=1", "--run-figures", "report"]
 
 
 @pytest.fixture(scope="session")
@@ -555,8 +555,8 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     res, _, r = quick_study
     study = json.loads((res / "study.json").read_text())
     report = (res / "REPORT.md").read_text()
-    assert study["time"]["runs_finished"] == study["time"]["runs_planned"] == 25
-    assert "run 1/25 p1-spec/seed641" in r.stdout and "ETA after the first epoch" in r.stdout
+    assert study["time"]["runs_finished"] == study["time"]["runs_planned"] == 26
+    assert "run 1/26 p1-spec/seed641" in r.stdout and "ETA after the first epoch" in r.stdout
     for key, e in study["experiments"].items():  # the aggregates are the statistics of the runs' numbers
         values = [x["metrics"]["pck@0.05" if e["problem"] == "problem2" else "map50"] for x in study["runs"]
                   if x["experiment"] == key]
@@ -595,7 +595,12 @@ def test_quick_study_writes_a_consistent_report(quick_study):
         assert e["last_epoch"][m]["selected"] == e["metrics"][m]
     numbers = {f["question"]: f["numbers"] for f in study["findings"]}
     p1 = numbers["Is the specification under-trained?"]["ranking_selected_vs_last_epoch"]["map50"]
-    assert sorted(p1["selected"]) == sorted(p1["last"]) == ["p1-cosine", "p1-dilation3", "p1-spec"]
+    assert sorted(p1["selected"]) == sorted(p1["last"]) == ["p1-cosine", "p1-dilation3", "p1-dilation3-cosine",
+                                                            "p1-spec"]
+    under = next(f for f in study["findings"] if f["question"] == "Is the specification under-trained?")
+    assert "on the dilated head the same schedule gives mAP@0.5" in under["sentence"]  # one seed: not tested
+    assert under["numbers"]["best_configuration"] in p1["selected"] and "the best problem-1 configuration found is" \
+        in under["sentence"]
     p2 = numbers["Does direct regression lose?"]["ranking_selected_vs_last_epoch"]["pck@0.05"]
     assert "p2-integral" in p2["last"] and sorted(p2["last"]) == sorted(p2["selected"])
     assert "### Selected checkpoint against the last epoch" in report
@@ -616,7 +621,7 @@ def test_quick_study_again_skips_everything_and_report_only_is_byte_identical(qu
     r = _study_here(capsys, *QUICK, "--results-dir", str(res))
     again_s = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "0 train, 0 resume, 0 evaluate, 25 finished" in r.stdout
+    assert "0 train, 0 resume, 0 evaluate, 26 finished" in r.stdout
     assert ckpt.stat().st_mtime_ns == mtime and again_s < first_s / 4
     assert (res / "REPORT.md").read_bytes() == report
     r = _study_here(capsys, *QUICK, "--results-dir", str(res), "--report-only")
@@ -691,7 +696,7 @@ def test_export_renders_the_readme_block_between_its_markers_only(quick_study, t
     block = current_block(readme)
     assert text.startswith("# Title\n\nkept above\n\n" + BEGIN) and text.endswith(END + "\n\nkept below\n")
     assert "old block" not in text and "| `p1-spec` " in block and "| `p2-heatmap` " in block
-    assert "25 of 25 planned runs finished" in block
+    assert "26 of 26 planned runs finished" in block
     study = json.loads((out / "study.json").read_text())
     for f in study["findings"]:  # the answers, as the study's aggregation wrote them
         assert f"{f['sentence']} [→](" in block
@@ -721,11 +726,11 @@ def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_stud
     (new / "bench.json").write_bytes((res / "bench.json").read_bytes())
     r = _study_here(capsys, *QUICK, "--results-dir", str(new), "--continue-from", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"carried over from {out}: 25 runs, 2 pair evaluations" in r.stdout
-    assert "0 train, 0 resume, 0 evaluate, 25 finished" in r.stdout
+    assert f"carried over from {out}: 26 runs, 2 pair evaluations" in r.stdout
+    assert "0 train, 0 resume, 0 evaluate, 26 finished" in r.stdout
     assert not list(new.rglob("*.pth"))
     old, got = (json.loads((d / "study.json").read_text()) for d in (res, new))
-    assert got["time"]["runs_carried"] == 25 and all(x["carried_from"] == str(out) for x in got["runs"])
+    assert got["time"]["runs_carried"] == 26 and all(x["carried_from"] == str(out) for x in got["runs"])
     assert _runs_without(got, "carried_from") == _runs_without(old)
     # commands name the folder: a carried run's, the folder it was made in
     norm = lambda obj: json.loads(json.dumps(obj).replace(str(new), "R").replace(str(res), "R"))  # noqa: E731
@@ -734,7 +739,7 @@ def test_continue_from_carries_an_exported_study_into_an_empty_folder(quick_stud
     assert [p["failures"] for p in got["pairs"]] == [p["failures"] for p in old["pairs"]]
     assert "--continue-from" not in got["meta"]["command"]
     report = (new / "REPORT.md").read_text()
-    assert "(25 carried over from an earlier part of the study with `--continue-from`)" in report
+    assert "(26 carried over from an earlier part of the study with `--continue-from`)" in report
     for rel in linked_figures(report):
         assert (new / rel).is_file(), rel
     same = lambda text: [line.replace(str(res), "R").replace(str(new), "R") for line in text.splitlines()  # noqa: E731
