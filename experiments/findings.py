@@ -96,31 +96,37 @@ def _finding(key: str, question: str, sentence: str, comparisons: list[dict | No
             "verdicts": [direction(c) for c in comps], "comparisons": comps, "numbers": numbers or {}}
 
 
-def selection_rankings(study: dict, keys: list[str], metrics: tuple[str, ...]) -> dict | None:
+def selection_rankings(study: dict, keys: list[str], metrics: tuple[str, ...], min_runs: int = 2) -> dict | None:
     """``keys`` ranked by mean ``metric`` at the selected checkpoint (lowest validation loss, as specified) and at
-    the last epoch, over the same runs (those whose training log the study read): ``{metric: {'selected': [...],
-    'last': [...], 'seeds': {key: [...]}}}``; ``None`` with fewer than two such experiments."""
-    keys = [k for k in keys if k in study["experiments"] and (study["experiments"][k].get("last_epoch") or {}).get(
-        "seeds")]
+    the last epoch, over the same runs (those whose training log the study read), counting only experiments with at
+    least ``min_runs`` such runs: ``{metric: {'selected': [...], 'last': [...], 'runs': {key: n}}}``; ``None`` with
+    fewer than two such experiments."""
+    keys = [k for k in keys if k in study["experiments"] and len((study["experiments"][k].get("last_epoch") or {})
+                                                                  .get("seeds", [])) >= min_runs]
     if len(keys) < 2:
         return None
+
     def order(metric: str, which: str) -> list[str]:
         means = {k: study["experiments"][k]["last_epoch"][metric][which]["mean"] for k in keys}
         return sorted(keys, key=lambda k: -means[k] if means[k] is not None else math.inf)
 
     return {m: {"selected": order(m, "selected"), "last": order(m, "last"),
-                "seeds": {k: study["experiments"][k]["last_epoch"]["seeds"] for k in keys}} for m in metrics}
+                "runs": {k: len(study["experiments"][k]["last_epoch"]["seeds"]) for k in keys}} for m in metrics}
 
 
 METRIC_WORDS = {"map50": "mAP@0.5", "pck@0.05": "PCK@0.05", "pck@0.2": "PCK@0.2"}
 
 
-def selection_clause(rankings: dict | None, what: str) -> str:
-    """The rankings of :func:`selection_rankings` as a clause: the same order, or how it changes (an order of means,
-    described, not a verdict)."""
+def selection_clause(rankings: dict | None) -> str:
+    """The rankings of :func:`selection_rankings` as a clause naming what was ranked: the same order, or how it
+    changes (an order of means, described, not a verdict)."""
     if not rankings:
         return ""
-    head = f"; at the last epoch instead of the selected checkpoint, {what}"
+    runs = next(iter(rankings.values()))["runs"]
+    names = ", ".join(f"`{k}`" for k in runs)
+    counts = sorted(set(runs.values()))
+    head = (f"; at the last epoch instead of the selected checkpoint ({'/'.join(map(str, counts))} runs each), "
+            f"{names}")
     changed = [m for m, r in rankings.items() if r["selected"] != r["last"]]
     if not changed:
         return f"{head} keep their order"
@@ -225,11 +231,10 @@ def p1_cosine(study: dict) -> dict | None:
                if dc is not None and direction(dc) != NOT_RUN else "")
     ran = [k for k in keys if _stat(study, k, "map50")]
     best = max(ran, key=lambda k: _stat(study, k, "map50")["mean"]) if ran else None
-    best_text = (f"; the best problem-1 configuration found is `{best}` (mAP@0.5 {pm(_stat(study, best, 'map50'))})"
-                 if best else "")
+    best_text = f"; the highest mean mAP@0.5 is `{best}`'s ({pm(_stat(study, best, 'map50'))})" if best else ""
     return _finding("p1-results", "Is the specification under-trained?",
                     f"A cosine schedule with 10x the learning rate and a warm-up epoch {change(c, 'mAP@0.5')}, "
-                    f"{verdict}{dilated}{best_text}{selection_clause(rankings, 'the problem-1 experiments')}.",
+                    f"{verdict}{dilated}{best_text}{selection_clause(rankings)}.",
                     [c, dc] if dc is not None else [c],
                     {"ranking_selected_vs_last_epoch": rankings, "best_configuration": best})
 
@@ -252,7 +257,7 @@ def p2_regression(study: dict) -> dict | None:
     methods = next((f["members"] for f in study["families"] if f["key"] == "p2-methods"), [])
     rankings = selection_rankings(study, list(dict.fromkeys(["p2-heatmap", "p2-regression", *methods])),
                                   ("pck@0.05", "pck@0.2"))
-    sentence += selection_clause(rankings, "the methods")
+    sentence += selection_clause(rankings)
     return _finding("p2-results", "Does direct regression lose?", sentence + ".", [c05, c2],
                     {"ranking_selected_vs_last_epoch": rankings})
 
@@ -265,12 +270,15 @@ def p2_hands(study: dict) -> dict | None:
     canon = comparison(study, "p2-canonical-hands-regression", "p2-canonical-hands-heatmap", "pck@0.05")
     if orig is None or canon is None:
         return None
-    d = direction(canon)
+    d, do = direction(canon), direction(orig)
     lead, verdict = {
         "lower": ("Not the hand labels", "so the hand labels are not what holds regression back"),
-        WITHIN_NOISE: ("The hand labels", "so the ambiguous labels are what holds regression back"),
-        "higher": ("The hand labels, and more", "so the ambiguous labels are what holds regression back"),
+        # no difference shown at a few seeds is not a difference shown to be absent
+        WITHIN_NOISE: ("Possibly the hand labels", "so the hand labels may be what holds regression back"),
+        "higher": ("The hand labels", "so the ambiguous labels are what held regression back"),
     }.get(d, ("Untested", "so the hypothesis stays untested"))
+    if do != "lower":  # the premise: regression trails on the original labels
+        lead, verdict = "No deficit to explain", "so the hypothesis has nothing to explain"
     return _finding("p2-hands", "Is regression's deficit the left/right-hand ambiguity?",
                     f"{lead}: on canonical hand labels (left = smaller x) regression {_gap(canon)} at PCK@0.05, and "
                     f"on the original labels it {_gap(orig)}; {verdict}.", [orig, canon])

@@ -58,10 +58,9 @@ def _false_positives(study: dict, keys: Sequence[str] = ("p1-spec", "p1-dilation
     if not rows:
         return []
     return [f"### {APPENDIX['fp']}", "",
-            "Confident detections (score >= 0.5, first seed) that match no object at IoU 0.5: a duplicate (IoU >= 0.5 "
-            "with an object already found), mislocalised (IoU 0.1-0.5 with one), wrong class or background; the "
-            "scale that produced them; for mislocalised boxes the median centre offset in object widths and the "
-            "median width ratio.", "",
+            "Confident detections (score >= 0.5, first seed) matching no object at IoU 0.5, by cause: duplicate (IoU "
+            ">= 0.5 with a found object), mislocalised (IoU 0.1-0.5), wrong class, background; by scale; for "
+            "mislocalised boxes the median centre offset (object widths) and width ratio.", "",
             *markdown_table(["experiment", "class", "false", *FP_KINDS, "by scale 1/2/3", "offset", "width ratio"],
                             rows), ""]
 
@@ -89,7 +88,7 @@ def _selection(study: dict) -> list[str]:
     keys = [k for k, e in study["experiments"].items() if (e.get("last_epoch") or {}).get("seeds")]
     if not keys:
         return []
-    lines = [f"### {APPENDIX['selection']}", "", "The same runs (those with training logs) at both checkpoints.", ""]
+    lines = [f"### {APPENDIX['selection']}", "", "Runs with training logs, at both checkpoints.", ""]
     for problem in ("problem1", "problem2"):
         mine = [k for k in keys if study["experiments"][k]["problem"] == problem]
         if not mine:

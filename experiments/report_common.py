@@ -59,11 +59,22 @@ def cell(study: dict, key: str, metric: str) -> str:
     return stat_cell(e["metrics"][metric], headline(study, e["problem"])[metric]["digits"], nominal_seeds(study))
 
 
+def not_run_note(study: dict, keys: Sequence[str]) -> list[str]:
+    """The experiments of a table that have no finished run yet, named once instead of as rows of "not run"."""
+    idle = [k for k in keys if k in study["experiments"] and not study["experiments"][k]["n"]]
+    return ["", "Not run yet: " + ", ".join(f"`{k}`" for k in idle) + "."] if idle else []
+
+
+def _ran(study: dict, keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if k in study["experiments"] and study["experiments"][k]["n"]]
+
+
 def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
-    """Say which experiments of a table have fewer seeds than the study's ``--seeds``, and why."""
+    """Say which experiments of a table have fewer seeds than the study's ``--seeds``, and why (those not run at all
+    are :func:`not_run_note`'s)."""
     n = nominal_seeds(study)
     notes = []
-    for k in keys:
+    for k in _ran(study, keys):
         e = study["experiments"][k]
         if e["n"] < n:
             planned = len(e["planned_seeds"])
@@ -77,9 +88,10 @@ def results_table(study: dict, problem: str, keys: Sequence[str], metrics: Seque
                   extra: Sequence[Sequence[str]] = ()) -> list[str]:
     """One row per experiment, one "mean ± std" column per headline metric (then the ``extra`` rows)."""
     h = headline(study, problem)
-    keys = [k for k in keys if k in study["experiments"]]
-    rows = [[exp_cell(study, k), *(cell(study, k, m) for m in metrics)] for k in keys] + [list(r) for r in extra]
-    return [*markdown_table(["experiment", *(h[m]["label"] for m in metrics)], rows), *fewer_seeds_note(study, keys)]
+    ran = _ran(study, keys)
+    rows = [[exp_cell(study, k), *(cell(study, k, m) for m in metrics)] for k in ran] + [list(r) for r in extra]
+    return [*markdown_table(["experiment", *(h[m]["label"] for m in metrics)], rows), *fewer_seeds_note(study, ran),
+            *not_run_note(study, keys)]
 
 
 def verdict_cell(c: dict | None) -> str:
@@ -106,13 +118,14 @@ def verdict_table(study: dict, keys: Sequence[str], reference: str, metrics: Seq
         header += [h[m]["label"], f"vs `{reference}`"]
     header += [h[m]["label"] for m in extra]
     rows = []
-    for k in keys:
+    for k in _ran(study, keys):
         row = [exp_cell(study, k)]
         for m in metrics:
             row += [cell(study, k, m), "(reference)" if k == reference else verdict_cell(comparison(study, k,
                                                                                                       reference, m))]
         rows.append(row + [cell(study, k, m) for m in extra])
-    return [*markdown_table(header, [*rows, *(list(r) for r in extra_rows)]), *fewer_seeds_note(study, keys)]
+    return [*markdown_table(header, [*rows, *(list(r) for r in extra_rows)]), *fewer_seeds_note(study, keys),
+            *not_run_note(study, keys)]
 
 
 def anchor(title: str) -> str:

@@ -60,10 +60,10 @@ def _hands(study: dict, results_dir: Path) -> list[str]:
         rows = [["always commit to one hand assignment", *cells(c["strategies"]["commit"]["pck"])],
                 ["always the hands' midpoint", *cells(c["strategies"]["midpoint"]["pck"])],
                 ["ceiling (the better of the two per image)", *cells(c["pck"])]]
-        lines += ["Both arms are drawn alike, so no image shows which hand carries the label `left_hand`. The best a "
-                  "predictor can do per image is to commit to one assignment (right half the time) or to put both "
-                  "hands at their midpoint; the better of the two per image and threshold bounds PCK on these labels "
-                  "(every other keypoint taken as perfect).", "",
+        lines += ["Both arms are drawn alike, so no image shows which hand is `left_hand`. Per image a predictor can "
+                  "at best commit to one assignment (right half the time) or put both hands at their midpoint; the "
+                  "better of the two per image and threshold bounds PCK on these labels (other keypoints taken as "
+                  "perfect).", "",
                   *markdown_table(["strategy", *(f"PCK@{t:g}" for t in THRESHOLDS)], rows), ""]
     if fam is not None:
         gaps = [("original labels", "p2-regression", "p2-heatmap"),

@@ -197,9 +197,15 @@ def test_welch_interval_known_answers():
     half = (w["ci"][1] - w["ci"][0]) / 2
     assert 3.182 < half / w["se"] < 4.303  # t(0.975, 2.94): between the table's t(0.975, 3) and t(0.975, 2)
     assert half / w["se"] == pytest.approx(scipy_stats.t.ppf(0.975, 50 / 17))
+    # p from the t distribution itself: t = -4 / sqrt(5/3) = -3.0984 at 50/17 degrees of freedom
+    assert w["p"] == pytest.approx(2 * scipy_stats.t.sf(4 / math.sqrt(5 / 3), 50 / 17)) and 0.05 < w["p"] < 0.06
+    # spread on one side only: all the variance is that side's, so df = its n - 1 = 2
+    w = welch([1.0, 2.0, 3.0], [5.0, 5.0, 5.0])
+    assert w["df"] == pytest.approx(2.0) and w["p"] == pytest.approx(2 * scipy_stats.t.sf(3 / math.sqrt(1 / 3), 2))
     # no spread on either side: the difference is exact
     assert welch([0.5, 0.5], [0.5, 0.5]) == {"diff": 0.0, "se": 0.0, "df": None, "p": 1.0, "ci": [0.0, 0.0]}
     assert welch([1.0, 1.0], [0.5, 0.5])["p"] == 0.0
+    assert welch([0.3, 0.3], [0.1 + 0.2, 0.1 + 0.2])["p"] == 1.0  # a float rounding apart is no difference
 
 
 def test_benjamini_hochberg_known_family():
@@ -207,35 +213,45 @@ def test_benjamini_hochberg_known_family():
     smallest of itself and those ranked after it), returned in the order given; at 5% all four are claimed although
     Bonferroni (0.05 / 4 = 0.0125) would keep two."""
     assert benjamini_hochberg([0.03, 0.005, 0.04, 0.01]) == pytest.approx([0.04, 0.02, 0.04, 0.02])
-    # p = 0.01, 0.02, 0.5: 0.03, 0.03, 0.5; and a monotone step: 0.04 * 3 / 2 = 0.06 is lowered to 0.06 vs 0.9
+    # p = 0.01, 0.02, 0.5: 0.03, 0.03, 0.5; and a monotone step: 0.04 * 3 / 1 = 0.12 is lowered to 0.0675, the
+    # value of 0.045 * 3 / 2 ranked after it
     assert benjamini_hochberg([0.5, 0.01, 0.02]) == pytest.approx([0.5, 0.03, 0.03])
     assert benjamini_hochberg([0.9, 0.04, 0.045]) == pytest.approx([0.9, 0.0675, 0.0675])
     assert benjamini_hochberg([]) == []
 
 
 def test_the_rule_judges_the_family_once_and_its_interval_agrees():
-    """Three comparisons, one of them listed twice (two tables show it): the family counts it once (m = 3); a claim
-    is exactly an adjusted p <= 0.05, which is exactly an adjusted interval that excludes zero; the earlier screen's
-    verdict stays beside the new one."""
+    """Five comparisons, one of them listed twice (two tables show it): the family counts it once (m = 6 with the
+    two comparisons without spread); a claim is exactly an adjusted p <= 0.05, which is exactly an adjusted interval
+    (level 1 - 0.05 R / m) that excludes zero; `d` shows the control at work: its own 95% interval excludes zero (raw
+    p 0.032) but not after the control (R = 2 claims of m = 6: level 1 - 0.05 * 2 / 6); the earlier screen's verdict
+    stays beside the new one."""
     vals = {("a", "m"): [1.0, 1.1, 0.9], ("ref", "m"): [0.0, 0.1, -0.1], ("b", "m"): [0.2, 0.5, -0.1],
-            ("c", "m"): [0.1, 0.0, 0.05]}
+            ("c", "m"): [0.1, 0.0, 0.05], ("d", "m"): [0.25, 0.3, 0.2], ("flat", "m"): [0.7, 0.7, 0.7],
+            ("same", "m"): [0.7, 0.7, 0.7], ("above", "m"): [0.8, 0.8, 0.8]}
     st = {k: mean_std(v) for k, v in vals.items()}
 
-    def comp(x):
-        return {"a": x, "b": "ref", "metric": "m", **compare(st[(x, "m")], st[("ref", "m")])}
+    def comp(x, ref="ref"):
+        return {"a": x, "b": ref, "metric": "m", **compare(st[(x, "m")], st[(ref, "m")])}
 
-    judged = judge([comp("a"), comp("b"), comp("a"), comp("c")], vals)
-    assert {c["family_size"] for c in judged} == {3}
+    family = [comp("a"), comp("b"), comp("a"), comp("c"), comp("d"), comp("same", "flat"), comp("above", "flat")]
+    judged = judge(family, vals)
+    assert {c["family_size"] for c in judged} == {6}
     assert judged[0] == judged[2]
-    raw = [comp(x)["p"] for x in ("a", "b", "c")]
-    assert [c["p_adjusted"] for c in (judged[0], judged[1], judged[3])] == pytest.approx(benjamini_hochberg(raw))
+    unique = [judged[i] for i in (0, 1, 3, 4, 5, 6)]
+    assert [c["p_adjusted"] for c in unique] == pytest.approx(benjamini_hochberg([c["p"] for c in unique]))
+    assert [c["verdict"] == DIFFERS for c in unique] == [True, False, False, False, False, True]
+    level = 1 - 0.05 * 2 / 6
     for c in judged:
         claimed = c["verdict"] == DIFFERS
         assert claimed == (c["p_adjusted"] <= 0.05)
         assert claimed == (c["ci_adjusted"][0] > 0 or c["ci_adjusted"][1] < 0), c
+        assert c["ci_adjusted"] == pytest.approx(welch(vals[(c["a"], "m")], vals[(c["b"], "m")], level)["ci"])
         assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and c["n_a"] == c["n_b"] == 3
         assert set(c["screen"]) == {"threshold", "verdict"}
-    assert judged[0]["verdict"] == DIFFERS and judged[1]["verdict"] == WITHIN_NOISE
+    d = judged[4]
+    assert d["p"] == pytest.approx(0.0316, abs=1e-4) and d["ci95"][0] > 0 and d["ci_adjusted"][0] < 0
+    assert d["verdict"] == WITHIN_NOISE
     # one seed on a side, or none: not tested / not run, outside the family
     one = {"a": "x", "b": "ref", "metric": "m", **compare(mean_std([1.0]), st[("ref", "m")])}
     none = {"a": "y", "b": "ref", "metric": "m", **compare(mean_std([]), st[("ref", "m")])}
@@ -266,18 +282,21 @@ def test_a_verdict_is_worded_by_the_rule():
 
 
 def test_selection_clause_says_whether_the_last_epoch_keeps_the_order():
-    same = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"]}}
-    assert selection_clause(same, "the methods").endswith("the methods keep their order")
-    swapped = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"]},
-               "pck@0.2": {"selected": ["a", "b"], "last": ["b", "a"]}}
-    assert selection_clause(swapped, "the methods").endswith(
-        "the methods change order: at PCK@0.2 `a` > `b` becomes `b` > `a`")
-    assert selection_clause(None, "the methods") == ""
-    study = {"experiments": {k: {"last_epoch": {"seeds": [1], "m": {"selected": {"mean": s}, "last": {"mean": la}}}}
-                             for k, s, la in (("a", 0.9, 0.5), ("b", 0.8, 0.6), ("c", 0.7, None))}}
-    r = selection_rankings(study, ["a", "b", "c", "absent"], ("m",))["m"]
+    runs = {"a": 2, "b": 3}
+    same = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"], "runs": runs}}
+    assert selection_clause(same).endswith("instead of the selected checkpoint (2/3 runs each), `a`, `b` keep their "
+                                           "order")
+    swapped = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"], "runs": runs},
+               "pck@0.2": {"selected": ["a", "b"], "last": ["b", "a"], "runs": runs}}
+    assert selection_clause(swapped).endswith("change order: at PCK@0.2 `a` > `b` becomes `b` > `a`")
+    assert selection_clause(None) == ""
+    study = {"experiments": {k: {"last_epoch": {"seeds": seeds, "m": {"selected": {"mean": s}, "last": {"mean": la}}}}
+                             for k, seeds, s, la in (("a", [1, 2], 0.9, 0.5), ("b", [1, 2], 0.8, 0.6),
+                                                     ("c", [1, 2], 0.7, None), ("one", [1], 0.95, 0.95))}}
+    r = selection_rankings(study, ["a", "b", "c", "one", "absent"], ("m",))["m"]
     assert r["selected"] == ["a", "b", "c"] and r["last"] == ["b", "a", "c"]  # no number: ranked last
-    assert selection_rankings(study, ["a"], ("m",)) is None
+    assert r["runs"] == {"a": 2, "b": 2, "c": 2}  # an experiment with one logged run is not ranked
+    assert selection_rankings(study, ["a", "one"], ("m",)) is None
 
 
 def _with_means(study: dict, changes: dict[tuple[str, str], float]) -> dict:
@@ -321,7 +340,7 @@ def test_a_flipped_verdict_changes_the_words_of_its_finding():
     # regression level with the heatmap on canonical labels: then the labels are what held it back
     heat = study["experiments"]["p2-canonical-hands-heatmap"]["metrics"]["pck@0.05"]["mean"]
     level = _sentence(_with_means(study, {("p2-canonical-hands-regression", "pck@0.05"): heat}), hands)
-    assert level.startswith("The hand labels:") and "are what holds regression back" in level
+    assert level.startswith("Possibly the hand labels:") and "may be what holds regression back" in level
     assert f"regression is level with the heatmap within seed noise ({fmt(heat)} against {fmt(heat)}" in level
     assert _sentence(before, hands).startswith(
         "Not the hand labels: on canonical hand labels (left = smaller x) regression trails the heatmap by 0.917 "
@@ -595,16 +614,15 @@ def test_quick_study_writes_a_consistent_report(quick_study):
         assert e["last_epoch"][m]["selected"] == e["metrics"][m]
     numbers = {f["question"]: f["numbers"] for f in study["findings"]}
     p1 = numbers["Is the specification under-trained?"]["ranking_selected_vs_last_epoch"]["map50"]
-    assert sorted(p1["selected"]) == sorted(p1["last"]) == ["p1-cosine", "p1-dilation3", "p1-dilation3-cosine",
-                                                            "p1-spec"]
+    assert sorted(p1["selected"]) == sorted(p1["last"]) == ["p1-dilation3", "p1-spec"]  # those with 2 logged runs
     under = next(f for f in study["findings"] if f["question"] == "Is the specification under-trained?")
     assert "on the dilated head the same schedule gives mAP@0.5" in under["sentence"]  # one seed: not tested
-    assert under["numbers"]["best_configuration"] in p1["selected"] and "the best problem-1 configuration found is" \
-        in under["sentence"]
+    assert under["numbers"]["best_configuration"] in study["experiments"] and \
+        "the highest mean mAP@0.5 is `" in under["sentence"]
     p2 = numbers["Does direct regression lose?"]["ranking_selected_vs_last_epoch"]["pck@0.05"]
-    assert "p2-integral" in p2["last"] and sorted(p2["last"]) == sorted(p2["selected"])
+    assert sorted(p2["last"]) == sorted(p2["selected"]) == ["p2-heatmap", "p2-regression"]
     assert "### Selected checkpoint against the last epoch" in report
-    assert "at the last epoch instead of the selected checkpoint, the" in report
+    assert "at the last epoch instead of the selected checkpoint (2 runs each), `p1-" in report
     [bench] = study["benches"]
     assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
     assert f"on {machine_name(bench['meta']['machine'])}, 2 threads" in report or \
