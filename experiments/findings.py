@@ -56,21 +56,27 @@ def pm(stat: dict | None, digits: int = 3) -> str:
     return f"{fmt(stat['mean'], digits)} ± {fmt(stat['std'], digits)}"
 
 
+def worded(c: dict | None, words: dict[str, str]) -> str:
+    """``c`` in the words its verdict selects: ``words`` maps each :func:`direction` (higher, lower, within noise,
+    not tested, not run) to a template over ``{a}`` and ``{b}`` (the two means), ``{diff}`` (signed) and ``{size}``
+    (its magnitude). One place where a verdict picks a sentence's wording."""
+    d = direction(c)
+    if c is None or c["diff"] is None:
+        return words[d].format(a="n/a", b="n/a", diff="n/a", size="n/a")
+    return words[d].format(a=fmt(c["mean_a"]), b=fmt(c["mean_b"]), diff=f"{c['diff']:+.3f}",
+                           size=f"{abs(c['diff']):.3f}")
+
+
 def change(c: dict | None, what: str, up: str = "raises", down: str = "lowers") -> str:
     """A verdict as words about ``what`` (e.g. "square AP@0.5"): the verb follows the rule's verdict ("raises" and
     "lowers" only where the rule finds a difference; the report says so once)."""
-    d = direction(c)
-    if d == NOT_RUN:
-        return f"has no {what} yet"
-    a, b, diff = fmt(c["mean_a"]), fmt(c["mean_b"]), f"{c['diff']:+.3f}"
-    if d == "higher":
-        return f"{up} {what} from {b} to {a} ({diff})"
-    if d == "lower":
-        return f"{down} {what} from {b} to {a} ({diff})"
-    if d == WITHIN_NOISE:
-        return f"leaves {what} within seed noise ({a} against {b}, {diff})"
-    assert d == NOT_TESTED, d
-    return f"gives {what} {a} against {b} ({diff}) from a single seed, which the rule does not test"
+    w = what.replace("{", "{{").replace("}", "}}")
+    return worded(c, {"higher": f"{up} {w} from {{b}} to {{a}} ({{diff}})",
+                      "lower": f"{down} {w} from {{b}} to {{a}} ({{diff}})",
+                      WITHIN_NOISE: f"leaves {w} within seed noise ({{a}} against {{b}}, {{diff}})",
+                      NOT_TESTED: f"gives {w} {{a}} against {{b}} ({{diff}}) from a single seed, which the rule does "
+                                  "not test",
+                      NOT_RUN: f"has no {w} yet"})
 
 
 def _record(c: dict | None) -> dict | None:
@@ -286,14 +292,11 @@ def p2_hands(study: dict) -> dict | None:
 
 def _gap(c: dict) -> str:
     """Regression against the heatmap (``c``: regression's comparison with it), worded by the rule's verdict."""
-    d, a, b = direction(c), fmt(c["mean_a"]), fmt(c["mean_b"])
-    if d == "lower":
-        return f"trails the heatmap by {-c['diff']:.3f} ({a} against {b})"
-    if d == "higher":
-        return f"beats the heatmap by {c['diff']:.3f} ({a} against {b})"
-    if d == WITHIN_NOISE:
-        return f"is level with the heatmap within seed noise ({a} against {b}, {c['diff']:+.3f})"
-    return f"scores {a} against the heatmap's {b}, which the rule does not test (one seed)"
+    return worded(c, {"lower": "trails the heatmap by {size} ({a} against {b})",
+                      "higher": "beats the heatmap by {size} ({a} against {b})",
+                      WITHIN_NOISE: "is level with the heatmap within seed noise ({a} against {b}, {diff})",
+                      NOT_TESTED: "scores {a} against the heatmap's {b}, which the rule does not test (one seed)",
+                      NOT_RUN: "has not run yet"})
 
 
 def _grid(study: dict) -> dict[tuple[str, str], str]:
