@@ -48,7 +48,7 @@ from experiments.aggregate import build_study, refuse_fewer, write_study  # noqa
 from experiments.carry import carry_over  # noqa: E402
 from experiments.data_summary import data_summary  # noqa: E402
 from experiments.export import export  # noqa: E402
-from experiments.figures import PANELS, write_figures  # noqa: E402
+from experiments.figures import report_run_figures, write_figures  # noqa: E402
 from experiments.parallel import default_threads, run_study_parallel  # noqa: E402
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import MAX_SEEDS, Settings, build_registry, parse_seeds_for, plan, study_seeds  # noqa: E402
@@ -105,10 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "study (e.g. docs/report, written by --export) into this results folder, so a study continues on "
                    "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
                    "when its folder here is empty and its config equals this study's; everything else is trained here")
-    p.add_argument("--run-figures", choices=["all", "report"], default="all",
-                   help="which runs draw their own figures when evaluated: every run, or only those whose figures "
-                        "the report shows (each panel experiment's seed 641): the same numbers, sooner; the other "
-                        "runs' evaluation times leave the figures out, and a run evaluated without them keeps none")
+    p.add_argument("--run-figures", choices=["all", "report", "none"], default="all",
+                   help="which figures the runs and pair evaluations draw when evaluated: all of them, only those "
+                        "the report shows (of the seed-641 runs), or none (the study's own figures are drawn "
+                        "either way): the same numbers, sooner; the evaluation times of runs drawn without some "
+                        "leave them out, and their problem's evaluate.py draws the rest later")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each in its own process (on a "
                    "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
     p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "
@@ -286,10 +287,14 @@ def main(argv: list[str] | None = None) -> None:
     if previous is not None:  # the report of the study that ran, not of a plan with the default seeds
         seeds, seeds_for, command = previous["seeds"], previous["seeds_for"], previous["command"]
     _, runs, _ = plan(settings, seeds, args.only, seeds_for, args.experiments)
-    if args.run_figures == "report":
-        shown = {key for keys, *_ in PANELS.values() for key in keys}
-        runs = [dataclasses.replace(r, figures=r.experiment in shown and r.seed == study_seeds(1)[0]) for r in runs]
     _, all_runs, all_pairs = plan(settings, seeds, None, seeds_for, None)  # what the report covers
+    if args.run_figures != "all":  # each run and pair evaluation draws what the report shows of it, or nothing
+        shown = report_run_figures() if args.run_figures == "report" else {}
+        first = study_seeds(1)[0]
+        runs = [dataclasses.replace(r, figures=shown.get(r.experiment, False) if r.seed == first else False)
+                for r in runs]
+        all_pairs = [dataclasses.replace(p, figures=shown.get(p.pair, False) if p.seed == first else False)
+                     for p in all_pairs]
     if args.list:
         for r in all_runs:
             notes = [*(["carried over"] if is_carried(r.dir) else []), *([] if r in runs else ["not selected"])]

@@ -31,6 +31,10 @@ PANELS = {
     "p2_training_curves": (("p2-heatmap", "p2-regression", "p2-integral", "p2-simcc"), "figures/training_curves.png",
                            "column", "Loss and validation PCK by epoch"),
 }
+# The runs' own figures that the report links one by one: experiment (or pair) -> files in its seed-641 folder.
+LINKED = {"p1-spec": ("visualizations/scale_specialisation.png", "visualizations/feature_maps.png"),
+          "p2-heatmap": ("figures/predicted_heatmaps.png", "figures/heatmaps_during_training.png"),
+          "p2-pair": ("figures/failure_cases.png", "figures/sample_predictions.png", "figures/pck_curves.png")}
 FIGURES = {name: f"{FIGURES_DIR}/{name}.png" for name in ("data_detection", "data_keypoints", "p1_overview",
                                                           "p1_receptive_field", "p2_overview", "p2_experiments",
                                                           *PANELS)}
@@ -136,6 +140,18 @@ def panel_sources(study: dict, name: str | None = None) -> list[tuple[str, str]]
             out += [(f"{r['dir']}/{rel}", f"{r['experiment']} (seed {r['seed']})")
                     for k in keys if (r := first_run(study, k)) is not None]
     return out
+
+
+def report_run_figures() -> dict[str, tuple[str, ...]]:
+    """Experiment (or pair) -> the file names of its own figures that the report shows, from its seed-641 run:
+    what such a run draws with ``study.py --run-figures report``."""
+    shown: dict[str, set[str]] = {}
+    for keys, rel, _, _ in PANELS.values():
+        for key in keys:
+            shown.setdefault(key, set()).add(Path(rel).name)
+    for key, rels in LINKED.items():
+        shown.setdefault(key, set()).update(Path(rel).name for rel in rels)
+    return {key: tuple(sorted(names)) for key, names in shown.items()}
 
 
 def write_figures(study: dict, results_dir: Path, data_dir: Path) -> list[str]:

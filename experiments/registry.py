@@ -97,9 +97,9 @@ class Run:
     seed: int
     config: Any  # the problem's Config, paths included
     dir: Path
-    # its evaluation draws the run's figures (study.py --run-figures report: only those the report shows); how the
-    # run is evaluated, not which run it is
-    figures: bool = field(default=True, compare=False)
+    # which of its figures its evaluation draws: all, none, or these file names (study.py --run-figures report: those
+    # the report shows); how the run is evaluated, not which run it is
+    figures: bool | tuple[str, ...] = field(default=True, compare=False)
 
     @property
     def name(self) -> str:
@@ -116,6 +116,7 @@ class PairRun:
     seed: int
     dir: Path
     members: dict[str, Run]  # method -> run
+    figures: bool | tuple[str, ...] = field(default=True, compare=False)  # as for a Run
 
     @property
     def name(self) -> str:

@@ -354,7 +354,7 @@ def evaluate_pair(pair: PairRun, results_dir: Path, device: str) -> None:
     write_log(d / "training_log.json", log)
     data_dir = next(iter(pair.members.values())).config.data_dir
     run_evaluation(EvalConfig(data_dir=data_dir, results_dir=str(d), device=device),
-                   evaluate_command("problem2", data_dir, d, device))
+                   evaluate_command("problem2", data_dir, d, device), figures=pair.figures)
     atomic_write_json(d / PAIR_FILE, pair_fingerprint(pair, results_dir))  # last: it marks the pair finished
 
 

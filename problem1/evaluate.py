@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: replace the script's folder with the repo root on sys.path
@@ -133,13 +133,14 @@ def evaluate(model: MultiScaleDetector, dataset: ShapeDetectionDataset, cfg: Con
 
 def run_evaluation(checkpoint: str | Path, data_dir: str | Path, results_dir: str | Path, device: str = "auto",
                    num_vis: int = 10, command: str = "", limit_val: int | None = None,
-                   amp: bool | None = None, figures: bool = True) -> dict:
+                   amp: bool | None = None, figures: bool | Collection[str] = True) -> dict:
     """Everything this script does for one checkpoint: ``metrics.json``, ``summary.md`` and the figures.
 
     ``limit_val``: validation images to use (0: all); ``None`` keeps the checkpoint's own setting, so the numbers
     reproduce the validation of its training run. ``amp`` likewise: ``None`` keeps the checkpoint's precision
     switch, ``True``/``False`` override it (``--amp``/``--no-amp``). ``figures=False``: the numbers only (the
-    study's runs whose figures its report does not show, with ``--run-figures report``).
+    study's runs whose figures its report does not show, with ``--run-figures report``); a collection of file names:
+    only those figures (the ones its report shows).
     """
     out = require_output_dir(results_dir)
     ckpt = load_checkpoint(checkpoint, PROBLEM)
@@ -189,10 +190,11 @@ def run_evaluation(checkpoint: str | Path, data_dir: str | Path, results_dir: st
         "false_positives": fps,
         "num_detections": int(sum(len(p["scores"]) for p in preds)),
         "time": {"inference_s": t_infer, "metrics_s": t_metrics},
-        "figures": figures,
+        "figures": figures if isinstance(figures, bool) else sorted(figures),
     }
     if figures:
-        write_figures(out, model, dataset, dev, preds, curves, cov, spec, cm, num_vis)
+        write_figures(out, model, dataset, dev, preds, curves, cov, spec, cm, num_vis,
+                      only=None if figures is True else figures)
     clean = nan_to_none(metrics, drop_private=True)
     atomic_write_json(out / "metrics.json", clean)
     write_summary(clean, out / "summary.md")

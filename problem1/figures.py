@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -214,18 +214,25 @@ def plot_loss_and_ap(log: list[dict], path: Path) -> None:
 
 def write_figures(out_dir: Path, model: MultiScaleDetector, dataset: ShapeDetectionDataset, device: torch.device,
                   predictions: Sequence[dict], curves: Sequence[ClassCurve], coverage: dict, specialisation: dict,
-                  confusion: np.ndarray, num_vis: int = 10) -> None:
-    """Every figure into ``out_dir/visualizations``; training curves when ``out_dir`` has a problem-1 training log."""
+                  confusion: np.ndarray, num_vis: int = 10, only: Collection[str] | None = None) -> None:
+    """Every figure into ``out_dir/visualizations``; training curves when ``out_dir`` has a problem-1 training log.
+    ``only``: just these file names (e.g. ``{"pr_curves.png"}``, the ones a study's report shows)."""
     vis = out_dir / "visualizations"
-    if num_vis:
+    want = lambda name: only is None or name in only  # noqa: E731
+    if num_vis and want("detections.png"):
         plot_detections(dataset, predictions, vis / "detections.png", num_vis)
-    plot_pr_curves(curves, vis / "pr_curves.png")
-    plot_anchor_coverage(coverage, vis / "anchor_coverage.png")
-    plot_scale_specialisation(specialisation, vis / "scale_specialisation.png")
-    plot_feature_maps(model, dataset, device, vis / "feature_maps.png")
-    plot_confusion(confusion, vis / "confusion_matrix.png")
+    if want("pr_curves.png"):
+        plot_pr_curves(curves, vis / "pr_curves.png")
+    if want("anchor_coverage.png"):
+        plot_anchor_coverage(coverage, vis / "anchor_coverage.png")
+    if want("scale_specialisation.png"):
+        plot_scale_specialisation(specialisation, vis / "scale_specialisation.png")
+    if want("feature_maps.png"):
+        plot_feature_maps(model, dataset, device, vis / "feature_maps.png")
+    if want("confusion_matrix.png"):
+        plot_confusion(confusion, vis / "confusion_matrix.png")
     log_path = out_dir / "training_log.json"
-    if log_path.is_file():
+    if log_path.is_file() and want("training_curves.png"):
         try:
             plot_loss_and_ap(json.loads(log_path.read_text()), vis / "training_curves.png")
         except (ValueError, KeyError, TypeError):

@@ -90,7 +90,9 @@ def summary_markdown(m: dict) -> str:
     lines += _ap_lines(m) + [""] + _best_f1_lines(m) + [""] + _confusion_lines(m["confusion_matrix"]) + [""]
     lines += _false_positive_lines(m["false_positives"]) + [""] + _coverage_lines(m["anchor_coverage"])
     lines += ["", _force_match_line(m["force_match_effect"]), ""] + _specialisation_lines(m["scale_specialisation"])
-    if m.get("figures", True):
+    if isinstance(m.get("figures"), list) and m["figures"]:  # only those a study's report shows
+        lines += ["", f"Figures: `visualizations/` ({', '.join(m['figures'])}).", ""]
+    elif m.get("figures", True) is True:
         lines += ["", "Figures: `visualizations/` (detections, PR curves, anchor coverage, scale specialisation, "
                       "feature maps, confusion matrix, training curves).", ""]
     return "\n".join(lines)

@@ -32,6 +32,8 @@ class AblationConfig(Config):
     dropouts: list[float] = cfg_field([0.5, 0.0], "dropout values of the regression-head grid", min=0, lt=1)
     long_factor: int = cfg_field(3, "regression-long trains the regression model LONG_FACTOR x --epochs epochs",
                                  min=1)
+    run_figures: bool = cfg_field(True, "each run's own figures when it is evaluated (--no-run-figures: its numbers "
+                                  "only, sooner; ablation.png and methods_pck_curves.png are drawn either way)")
 
 
 def family_key(family: str, v: dict) -> str:

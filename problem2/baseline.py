@@ -83,7 +83,8 @@ def plan_runs(cfg: AblationConfig, results_dir: Path) -> tuple[dict[str, list[st
     runs = []
     for key, v in variants.items():
         run_dir = results_dir / STUDY_DIR / key / f"seed{cfg.seed}"
-        runs.append(Run(key, "problem2", cfg.seed, Config(**{**base, **v, "results_dir": str(run_dir)}), run_dir))
+        runs.append(Run(key, "problem2", cfg.seed, Config(**{**base, **v, "results_dir": str(run_dir)}), run_dir,
+                        figures=cfg.run_figures))
     return families, runs
 
 

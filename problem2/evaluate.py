@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,9 +161,10 @@ def _one_setting(models: dict, key: str, default, results_dir: Path, what: str):
     return values.pop()
 
 
-def run_evaluation(cfg: EvalConfig, command: str, figures: bool = True) -> dict:
+def run_evaluation(cfg: EvalConfig, command: str, figures: bool | Collection[str] = True) -> dict:
     """Everything ``evaluate.py`` does for the models in ``cfg.results_dir``: ``metrics.json``, ``summary.md`` and
-    the figures (``figures=False``: the numbers only, as the study's runs whose figures its report does not show)."""
+    the figures (``figures=False``: the numbers only, as the study's runs whose figures its report does not show; a
+    collection of file names: only those figures, the ones its report shows)."""
     results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
     paths = {m: results_dir / f"{m}_model.pth" for m in METHODS if (results_dir / f"{m}_model.pth").is_file()}
@@ -213,7 +215,7 @@ def run_evaluation(cfg: EvalConfig, command: str, figures: bool = True) -> dict:
     # Figures, then the JSON and the summary that point at them.
     if figures:
         _write_figures(results_dir / "figures", base, gt, names, results, codecs, metrics, snaps, log,
-                       groups if pair else None)
+                       groups if pair else None, only=None if figures is True else figures)
     atomic_write_json(results_dir / "metrics.json", nan_to_none(metrics))
     write_summary(results_dir)
     if canonical_hands and results_dir.name == "canonical_hands" and (results_dir.parent / "metrics.json").is_file():
@@ -222,23 +224,29 @@ def run_evaluation(cfg: EvalConfig, command: str, figures: bool = True) -> dict:
 
 
 def _write_figures(fig_dir: Path, base, gt: torch.Tensor, names: list[str], results: dict, codecs: dict,
-                   metrics: dict, snaps: dict | None, log: list[dict] | None, groups: dict | None) -> None:
-    """The figures of :func:`run_evaluation` (``groups``: the specified pair's failure groups, if both were run)."""
+                   metrics: dict, snaps: dict | None, log: list[dict] | None, groups: dict | None,
+                   only: Collection[str] | None = None) -> None:
+    """The figures of :func:`run_evaluation` (``groups``: the specified pair's failure groups, if both were run;
+    ``only``: just these file names)."""
     n_fig = min(8, len(base))
     images = base.images.cpu().float() / 255.0
     preds = {m: r["predictions"] for m, r in results.items()}
-    plot_pck_curves(metrics, fig_dir / "pck_curves.png")
-    plot_samples(images[:n_fig], gt[:n_fig], {m: p[:n_fig] for m, p in preds.items()},
-                 fig_dir / "sample_predictions.png")
+    want = lambda name: only is None or name in only  # noqa: E731
+    if want("pck_curves.png"):
+        plot_pck_curves(metrics, fig_dir / "pck_curves.png")
+    if want("sample_predictions.png"):
+        plot_samples(images[:n_fig], gt[:n_fig], {m: p[:n_fig] for m, p in preds.items()},
+                     fig_dir / "sample_predictions.png")
     if "heatmap" in results:
         k = min(3, n_fig)
-        plot_heatmaps(images[:k], results["heatmap"]["outputs"][:k], gt[:k], preds["heatmap"][:k], names,
-                      fig_dir / "predicted_heatmaps.png")
-        if snaps is not None:
+        if want("predicted_heatmaps.png"):
+            plot_heatmaps(images[:k], results["heatmap"]["outputs"][:k], gt[:k], preds["heatmap"][:k], names,
+                          fig_dir / "predicted_heatmaps.png")
+        if snaps is not None and want("heatmaps_during_training.png"):
             plot_training_stages(snaps, images, gt, names, codecs["heatmap"], fig_dir / "heatmaps_during_training.png")
-    if groups is not None:
+    if groups is not None and want("failure_cases.png"):
         plot_failures(images, gt, {m: preds[m] for m in SPECIFIED_METHODS}, groups, fig_dir / "failure_cases.png")
-    if log is not None:
+    if log is not None and want("training_curves.png"):
         plot_training_log(log, fig_dir / "training_curves.png")
 
 

@@ -22,7 +22,7 @@ def test_device_check_runs_every_step_and_leaves_no_checkpoints(tmp_path):
     out = tmp_path / "device"
     env = {**os.environ, "DEVICE": "cpu", "OUT": str(out), "PYTHON": sys.executable, "P1_EPOCHS": "1",
            "P2_EPOCHS": "1", "TORCHRUN_EPOCHS": "1", "NUM_TRAIN": "4", "NUM_VAL": "2", "BENCH_STEPS": "1",
-           "BENCH_WARMUP": "0", "BENCH_BATCH": "4", "BENCH_PROBLEM": "2", "OMP_NUM_THREADS": "1"}
+           "BENCH_WARMUP": "0", "BENCH_BATCH": "2", "BENCH_PROBLEM": "2", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(["bash", "tools/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -36,7 +36,7 @@ def test_device_check_runs_every_step_and_leaves_no_checkpoints(tmp_path):
     assert strip_timing(_log(out / "torchrun")) == strip_timing(_log(out / "problem1"))
     bench = json.loads((out / "bench.json").read_text())
     assert bench["meta"]["device"] == "cpu" and bench["meta"]["warmup"] == 0
-    assert {r["batch_size"] for r in bench["results"].values()} == {4}
+    assert {r["batch_size"] for r in bench["results"].values()} == {2}
     assert (out / "problem1" / "metrics.json").is_file() and (out / "problem2" / "metrics.json").is_file()
     assert not list(out.rglob("*.pth")) and not (out / "datasets").exists()
 

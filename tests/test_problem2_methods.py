@@ -269,7 +269,7 @@ def test_study_runs_and_its_report(tiny_data, tmp_path):
     res = tmp_path / "res"
     argv = ["--data-dir", str(tiny_data), "--results-dir", str(res), "--device", "cpu", "--epochs", "1",
             "--ablations", "regression-head", "regression-long", "methods", "--regression-heads", "gap", "coord",
-            "--dropouts", "0.5", "--long-factor", "2", "--limit-train", "8"]
+            "--dropouts", "0.5", "--long-factor", "2", "--limit-train", "8", "--no-run-figures"]
     assert run_main(baseline.main, argv) == 0
     abl = json.loads((res / "ablation.json").read_text())
     assert list(abl["families"]) == ["regression-head", "regression-long", "methods"]

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PROGRESS": "0", "MPLBACKEND": "Agg"}
 # problem 2's specified pair at one seed (two runs and their pair evaluation), one thread each
 SMALL = ["--quick", "--only", "p2", "--experiments", "p2-heatmap", "p2-regression", "--seeds", "1", "--device",
-         "cpu", "--no-bench"]
+         "cpu", "--no-bench", "--run-figures", "none"]  # numbers are what is compared
 
 pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None,
                                 reason="no Slurm here (sbatch not on PATH): bash tools/slurm_cluster.sh install/start")

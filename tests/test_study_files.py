@@ -136,7 +136,7 @@ def test_stale_temporary_files_are_removed_when_a_run_is_taken_up(tmp_path):
 # --- files of the wrong shape ----------------------------------------------------------------------------------------
 
 QUICK_RUN = ["--quick", "--quick-images", "16", "8", "--quick-epochs", "1", "1", "--device", "cpu", "--seeds", "1",
-             "--experiments", "p2-regression", "--no-bench"]
+             "--experiments", "p2-regression", "--no-bench", "--run-figures", "none"]  # the files tested: no figures
 
 
 @pytest.fixture(scope="session")
