@@ -106,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "a new machine: a run counts as finished there with its recorded numbers, precision and figures "
                    "when its folder here is empty and its config equals this study's; everything else is trained here")
     p.add_argument("--run-figures", choices=["all", "report", "none"], default="all",
-                   help="which figures the runs and pair evaluations draw when evaluated: all of them, only those "
-                        "the report shows (of the seed-641 runs), or none (the study's own figures are drawn "
-                        "either way): the same numbers, sooner; the evaluation times of runs drawn without some "
-                        "leave them out, and their problem's evaluate.py draws the rest later")
+                   help="which of their own figures the runs and pair evaluations draw: all, only those the report "
+                        "shows (of the seed-641 runs), or none (and so none of the report's multi-panel figures, which "
+                        "are made of them; the study's other figures are drawn either way): the same numbers, sooner, "
+                        "and evaluation times without the figures left out; a run's problem's evaluate.py draws them "
+                        "later, then --report-only the panels")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at once, each in its own process (on a "
                    "CUDA machine: N runs packed onto the GPU); 1 runs them one after the other in this process")
     p.add_argument("--threads-per-run", type=int, default=None, metavar="T", help="CPU threads of each run "

@@ -138,9 +138,9 @@ def run_evaluation(checkpoint: str | Path, data_dir: str | Path, results_dir: st
 
     ``limit_val``: validation images to use (0: all); ``None`` keeps the checkpoint's own setting, so the numbers
     reproduce the validation of its training run. ``amp`` likewise: ``None`` keeps the checkpoint's precision
-    switch, ``True``/``False`` override it (``--amp``/``--no-amp``). ``figures=False``: the numbers only (the
-    study's runs whose figures its report does not show, with ``--run-figures report``); a collection of file names:
-    only those figures (the ones its report shows).
+    switch, ``True``/``False`` override it (``--amp``/``--no-amp``). ``figures=False``: the numbers only (as
+    ``study.py --run-figures none`` asks); a collection of file names: only those figures (``--run-figures report``:
+    the ones the study's report shows of this run).
     """
     out = require_output_dir(results_dir)
     ckpt = load_checkpoint(checkpoint, PROBLEM)

@@ -163,8 +163,8 @@ def _one_setting(models: dict, key: str, default, results_dir: Path, what: str):
 
 def run_evaluation(cfg: EvalConfig, command: str, figures: bool | Collection[str] = True) -> dict:
     """Everything ``evaluate.py`` does for the models in ``cfg.results_dir``: ``metrics.json``, ``summary.md`` and
-    the figures (``figures=False``: the numbers only, as the study's runs whose figures its report does not show; a
-    collection of file names: only those figures, the ones its report shows)."""
+    the figures (``figures=False``: the numbers only, as ``study.py --run-figures none`` and ``baseline.py
+    --no-run-figures`` ask; a collection of file names: only those figures, as ``--run-figures report`` asks)."""
     results_dir = require_output_dir(cfg.results_dir)
     device = pick_device(cfg.device)
     paths = {m: results_dir / f"{m}_model.pth" for m in METHODS if (results_dir / f"{m}_model.pth").is_file()}

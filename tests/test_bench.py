@@ -34,16 +34,24 @@ def test_bench_tiny_json(tiny_data, tmp_path, capsys):
 
 
 def test_without_batch_size_each_problem_times_its_specified_batch(tiny_data, monkeypatch):
-    """The batch each problem's rows time by default is the one its training uses: 16 images for the detector, 32
-    for the keypoint models (the timing itself, here replaced by a record of its batch size, is tested above)."""
+    """``bench.py`` without ``--batch-size`` times each problem at the batch its training uses: 16 images for the
+    detector, 32 for the keypoint models (the timing itself, here stopped once its batch size is known, is tested
+    above and below)."""
     from problem1.config import Config as Config1
     from problem2.config import Config as Config2
 
-    monkeypatch.setattr(bench, "bench_case", lambda model, opt, amp_ctx, batch_size, *a, **k: {"batch": batch_size})
-    cpu = torch.device("cpu")
-    assert bench.bench_problem1(tiny_data, cpu, 1, 0)["batch"] == Config1().batch_size == 16
-    rows = bench.bench_problem2(tiny_data, cpu, 1, 0)
-    assert {m: r["batch"] for m, r in rows.items()} == {"heatmap": 32, "regression": 32} and Config2().batch_size == 32
+    class Timed(Exception):
+        pass
+
+    def record(model, opt, amp_ctx, batch_size, *args, **kwargs):
+        raise Timed(batch_size)
+
+    monkeypatch.setattr(bench, "bench_case", record)
+    for problem, expected in (("1", Config1().batch_size), ("2", Config2().batch_size)):
+        with pytest.raises(Timed) as got:
+            bench.main(["--problem", problem, "--device", "cpu", "--data-dir", str(tiny_data)])
+        assert got.value.args == (expected,)
+    assert (Config1().batch_size, Config2().batch_size) == (16, 32)
 
 
 def test_each_row_times_its_own_path():

@@ -92,9 +92,13 @@ def test_resume_and_determinism(tiny_data, tmp_path, capsys):
     # Same seed on CPU: b's first epoch repeats a's (determinism) and its resumed second epoch continues it exactly:
     # byte-identical logs apart from timing, and identical weights.
     assert json.dumps(log_of(a)) == json.dumps(log_of(b)) and len(log_of(a)) == 4
-    for name in ("heatmap_model.pth", "regression_model.pth"):
+    for name in ("heatmap_model.pth", "regression_model.pth"):  # the best epochs' weights ...
         wa, wb = (torch.load(d / name, weights_only=True)["model"] for d in (a, b))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    la, lb = (torch.load(d / "last.pth", weights_only=True) for d in (a, b))  # ... and the last epoch's, every model
+    assert la.keys() == lb.keys() and la["epoch"] == lb["epoch"] == 2
+    tensors = lambda obj: [x for x in torch.utils._pytree.tree_leaves(obj) if isinstance(x, torch.Tensor)]  # noqa: E731
+    assert tensors(la) and all(torch.equal(x, y) for x, y in zip(tensors(la), tensors(lb), strict=True))
     # Each model has its own seed and RNG stream: training one alone gives the same model as training both.
     d = tmp_path / "d"
     assert run_main(train.main, [*common, "2", "--results-dir", str(d), "--model", "regression"]) == 0

@@ -278,6 +278,7 @@ def test_study_runs_and_its_report(tiny_data, tmp_path):
         assert (res / "study" / name / "seed641" / f"{r['model']}_model.pth").is_file()
         assert r["train_time_s"] > 0 and r["cpu_time_s"] > 0 and len(r["val_pck_by_epoch"]) == r["epochs"]
     assert (res / "figures" / "methods_pck_curves.png").is_file() and not (res / "figures" / "ablation.png").exists()
+    assert not list((res / "study").rglob("*.png"))  # --no-run-figures: the runs' numbers only
     summary = (res / "summary.md").read_text()
     assert "## Beyond the specification" in summary and "### What these runs measured" in summary
     spec = abl["runs"]["p2-regression"]["metrics"]
