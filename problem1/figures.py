@@ -97,6 +97,8 @@ def plot_pr_curves(curves: Sequence[ClassCurve], path: Path) -> None:
     for name, cur in zip(CLASS_NAMES, curves, strict=True):
         if cur.num_gt and len(cur.recall):
             ax.plot(cur.recall, np.maximum.accumulate(cur.precision[::-1])[::-1], label=f"{name} (AP {cur.ap:.3f})")
+        else:  # a class without a curve says why in the legend, instead of looking like a drawing error
+            ax.plot([], [], " ", label=f"{name}: " + ("no objects" if not cur.num_gt else "no detections (AP 0)"))
     ax.set(xlabel="recall", ylabel="precision (interpolated)", xlim=(0, 1.01), ylim=(0, 1.02),
            title="Precision-recall per class, IoU 0.5")
     ax.grid(alpha=0.3)
