@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,42 @@ def test_device_check_fails_when_a_step_fails_but_runs_and_records_every_step(tm
                        timeout=60)
     summary = [line.split() for line in (out / "summary.txt").read_text().splitlines()]
     assert r.returncode != 0 and [s[0] for s in summary] == STEPS and all(s[1] != "0" for s in summary)
+
+
+
+def test_device_study_trains_each_part_and_brings_back_exports_that_carry_over(tmp_path):
+    """tools/device_study.sh on the CPU: each part trains its problem's runs and brings back an export that
+    ``--continue-from`` accepts; problem 2's part carries over the finished runs of CARRY instead of training them
+    (here problem 1's export, so that one script call tests both)."""
+    out, here = tmp_path / "device", tmp_path / "here"
+    quick = ["--quick", "--seeds", "1", "--quick-images", "4", "2", "--no-bench", "--run-figures", "none"]
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(out), "WORK": str(tmp_path / "work"), "JOBS": "1",
+           "CARRY": str(out / "p1_report"), "PYTHON": sys.executable, "PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "STUDY_ARGS": " ".join([*quick, "--experiments", "p1-spec", "p2-regression"])}
+    r = subprocess.run(["bash", "tools/device_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = [line.split() for line in (out / "summary.txt").read_text().splitlines()]
+    assert [s[0] for s in summary] == ["p1_train", "p1_export", "p2_train", "p2_export"]
+    assert "runs: 1 train, 0 resume, 0 evaluate, 0 finished" in (out / "p1.log").read_text()
+    assert re.search(r"carried over from \S+p1_report: 1 runs.*runs: 1 train, 0 resume, 0 evaluate, 0 finished",
+                     (out / "p2.log").read_text(), re.S)
+    exported = {p: sorted((e["experiment"], e["precision"]) for e in
+                          json.loads((out / f"{p}_report" / "study.json").read_text())["runs"]) for p in ("p1", "p2")}
+    assert exported == {"p1": [("p1-spec", "fp32")], "p2": [("p1-spec", "fp32"), ("p2-regression", "fp32")]}
+    assert not list(out.rglob("*.pth"))
+    # Back where the study runs, the export carries over into it.
+    r = subprocess.run([sys.executable, "study.py", *quick, "--results-dir", str(here), "--report-only",
+                        "--continue-from", str(out / "p2_report")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and ": 2 runs" in r.stdout, r.stdout + r.stderr
+    assert len(json.loads((here / "study.json").read_text())["runs"]) == 2
+
+
+def test_device_study_writes_the_report_of_a_part_cut_short_and_fails(tmp_path):
+    out = tmp_path / "device"
+    env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "PYTHON": "false"}  # every step fails
+    r = subprocess.run(["bash", "tools/device_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+    summary = [line.split() for line in (out / "summary.txt").read_text().splitlines()]
+    assert r.returncode != 0 and all(s[1] != "0" for s in summary)
+    assert [s[0] for s in summary] == [f"{p}_{s}" for p in ("p1", "p2") for s in ("train", "report", "export")]
