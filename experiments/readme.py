@@ -15,6 +15,7 @@ from common.report import markdown_table
 from experiments.export import STUDY_JSON
 from experiments.figures import FIGURES
 from experiments.progress import format_duration
+from experiments.registry import seeds_per_problem
 from experiments.report import REPORT_NAME, findings_list
 from experiments.report_appendix import machine_name
 from experiments.report_common import members
@@ -67,6 +68,13 @@ def _on_paper(study: dict) -> list[str]:
             f"{format_duration(n[8])}; a Slurm cluster of 2-core nodes (`study.py --executor slurm`): {nodes}."]
 
 
+def _seeds(study: dict) -> str:
+    seeds = seeds_per_problem(study["meta"]["seeds"])
+    if len(set(seeds.values())) == 1:
+        return f"{seeds['problem1']} seeds per experiment"
+    return f"{seeds['problem1']} seeds per problem-1 experiment and {seeds['problem2']} per problem-2 experiment"
+
+
 def _figure(report_dir: Path, readme_dir: Path, rel: str, caption: str) -> list[str]:
     """A link to an exported figure, relative to the README; nothing when the export holds no such figure."""
     path = report_dir / rel
@@ -85,7 +93,7 @@ def readme_block(study: dict, report_dir: Path, readme_dir: Path) -> str:
              f"From [`{rel}/{STUDY_JSON}`]({rel}/{STUDY_JSON}), written by `{study['meta']['command']}`: "
              f"{t['runs_finished']} of {t['runs_planned']} planned runs finished, "
              f"{format_duration(t['train_s'])} of training{' so far' if t['runs_finished'] < t['runs_planned'] else ''}"
-             f", {study['meta']['seeds']} seeds per experiment. Numbers are mean ± standard deviation over seeds; "
+             f", {_seeds(study)}. Numbers are mean ± standard deviation over seeds; "
              "\"raises\" and \"lowers\" mean the study's rule finds a difference (a 95% Welch interval that excludes "
              "zero after false-discovery control over all its comparisons). "
              f"The evidence, every table and figure: [`{rel}/{REPORT_NAME}`]({rel}/{REPORT_NAME}).", ""]

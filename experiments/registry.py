@@ -38,6 +38,14 @@ def study_seeds(n: int) -> list[int]:
     return [FIRST_SEED, *range(1, n)][:n]
 
 
+def seeds_per_problem(seeds: int | dict[str, int]) -> dict[str, int]:
+    """``{'problem1': n1, 'problem2': n2}``, each problem's number of seeds per experiment, from one number for both
+    or from such a dict (a ``study.json`` written before problem 2 had its own number holds one number)."""
+    if isinstance(seeds, dict):
+        return {p: int(seeds[p]) for p in PROBLEMS}
+    return dict.fromkeys(PROBLEMS, int(seeds))
+
+
 def identity(problem: str, config: dict) -> dict:
     """What makes a run this run: its resolved config (``config.json`` or ``dataclasses.asdict``) without paths,
     device and execution settings. Fields a ``config.json`` predates take their defaults, the specification."""
@@ -248,19 +256,22 @@ def build_config(problem: str, overrides: dict, settings: Settings, seed: int, r
                   "results_dir": str(run_dir), "device": settings.device, "amp": settings.amp})
 
 
-def plan(settings: Settings, seeds: int = 3, only: str | None = None, seeds_for: dict[str, int] | None = None,
-         keys: list[str] | None = None) -> tuple[Registry, list[Run], list[PairRun]]:
+def plan(settings: Settings, seeds: int | dict[str, int] = 3, only: str | None = None,
+         seeds_for: dict[str, int] | None = None, keys: list[str] | None = None
+         ) -> tuple[Registry, list[Run], list[PairRun]]:
     """The runs of the study, seed by seed (every experiment's first seed before any second seed, so an interrupted
     study already holds one complete set), and the pair evaluations whose members are all planned.
 
-    ``only``: ``'p1'``/``'p2'``; ``seeds_for``: per-experiment number of seeds (key -> n); ``keys``: only these
+    ``seeds``: seeds per experiment, one number or one per problem (:func:`seeds_per_problem`); ``only``:
+    ``'p1'``/``'p2'``; ``seeds_for``: per-experiment number of seeds (key -> n), over ``seeds``; ``keys``: only these
     experiments (names or aliases).
     """
     registry = build_registry(settings.p1_epochs, settings.p2_epochs)
     chosen = set(registry.experiments) if keys is None else {registry.resolve(k) for k in keys}
     if only is not None:
         chosen = {k for k in chosen if registry.experiments[k].problem == SHORT[only]}
-    counts = {k: (seeds_for or {}).get(k, seeds) for k in chosen}
+    per_problem = seeds_per_problem(seeds)
+    counts = {k: (seeds_for or {}).get(k, per_problem[registry.experiments[k].problem]) for k in chosen}
     root = Path(settings.results_dir) / STUDY_DIR
     runs = []
     for i, seed in enumerate(study_seeds(max(counts.values(), default=0))):

@@ -3,7 +3,8 @@ links, section anchors. Tables go through :func:`common.report.markdown_table`, 
 :func:`common.report.fmt`, and every number comes from ``study.json``.
 
 The report states the seeds, the rule and the command once, in its introduction: a cell is "mean ± std" over the
-study's seeds and carries its number of seeds only where that differs (``0.789 (n=1)``); a row names an experiment
+study's seeds of its problem and carries its number of seeds only where that differs (``0.789 (n=1)``); a row names
+an experiment
 by its key, and the appendix's legend says what each key is.
 """
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 
 from common.report import fmt, markdown_table
 from experiments.findings import first_run  # noqa: F401  (the report shows that run's figures)
+from experiments.registry import seeds_per_problem
 from experiments.rule import DIFFERS, comparison  # noqa: F401  (the report's lookup of a verdict)
 
 PM = "±"
 
 
-def nominal_seeds(study: dict) -> int:
-    return study["meta"]["seeds"]
+def nominal_seeds(study: dict, problem: str) -> int:
+    """The number of seeds the study plans for each of ``problem``'s experiments (its ``--seeds``)."""
+    return seeds_per_problem(study["meta"]["seeds"])[problem]
 
 
 def stat_cell(stat: dict | None, digits: int = 3, nominal: int | None = None) -> str:
@@ -50,13 +53,15 @@ def members(study: dict, key: str) -> list[str]:
 
 def exp_cell(study: dict, key: str) -> str:
     """The row label of an experiment: its key (what ``--seeds-for``, the folders and the legend use); a dagger when
-    it has fewer finished seeds than the study's ``--seeds``."""
-    return f"`{key}`" + (" †" if study["experiments"][key]["n"] < nominal_seeds(study) else "")
+    it has fewer finished seeds than the study's ``--seeds`` of its problem."""
+    e = study["experiments"][key]
+    return f"`{key}`" + (" †" if e["n"] < nominal_seeds(study, e["problem"]) else "")
 
 
 def cell(study: dict, key: str, metric: str) -> str:
     e = study["experiments"][key]
-    return stat_cell(e["metrics"][metric], headline(study, e["problem"])[metric]["digits"], nominal_seeds(study))
+    return stat_cell(e["metrics"][metric], headline(study, e["problem"])[metric]["digits"],
+                     nominal_seeds(study, e["problem"]))
 
 
 def not_run_note(study: dict, keys: Sequence[str]) -> list[str]:
@@ -70,12 +75,12 @@ def _ran(study: dict, keys: Sequence[str]) -> list[str]:
 
 
 def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
-    """Say which experiments of a table have fewer seeds than the study's ``--seeds``, and why (those not run at all
-    are :func:`not_run_note`'s)."""
-    n = nominal_seeds(study)
+    """Say which experiments of a table have fewer seeds than the study's ``--seeds`` of their problem, and why (those
+    not run at all are :func:`not_run_note`'s)."""
     notes = []
     for k in _ran(study, keys):
         e = study["experiments"][k]
+        n = nominal_seeds(study, e["problem"])
         if e["n"] < n:
             planned = len(e["planned_seeds"])
             why = ", ".join([*(["fewer seeds planned (`--seeds-for`)"] if planned < n else []),

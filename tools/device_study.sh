@@ -47,8 +47,8 @@ step() {  # step NAME LIMIT COMMAND...: run it under its time limit, log it, rec
 
 for part in $PARTS; do
     case $part in
-        p1) args=(--only p1 --seeds 3) carry=() ;;
-        p2) args=(--only p2 --seeds 5 --no-amp) carry=(--continue-from "$CARRY") ;;
+        p1) args=(--only p1) carry=() ;;
+        p2) args=(--only p2 --no-amp) carry=(--continue-from "$CARRY") ;;
         *) echo "PARTS: unknown part '$part' (p1, p2)" >&2; exit 2 ;;
     esac
     runs="$WORK/$part"
