@@ -3,6 +3,7 @@ legend (each key, what it changes, its command and time), every experiment's ful
 by cause, where the hands land for every regression variant, the data, the benchmarks and the machines."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,13 +26,17 @@ def machine_name(m: dict | None) -> str:
     return f"{m['cpu']} ({m['cpu_count']} logical CPUs{bf16}), {m.get('gpu') or m['device']}"
 
 
+RESULTS_DIR_FLAG = re.compile(r" --results-dir (?:'[^']*'|\S+)")
+
+
 def _legend(study: dict) -> list[str]:
-    rows = [[exp_cell(study, k), f"`{e['train_command']}`" if e["train_command"] else ""]
+    # Every command names its own folder, RESULTS/study/<key>/seed<S>: said once above the table, not in 22 rows.
+    rows = [[exp_cell(study, k), f"`{RESULTS_DIR_FLAG.sub('', e['train_command'])}`" if e["train_command"] else ""]
             for k, e in study["experiments"].items()]
     return [f"### {APPENDIX['legend']}", "",
-            "Each run trains, then runs `python problemN/evaluate.py --data-dir D --results-dir R`; the command shown "
-            "is the first seed's (others add `--seed S` and their own folder), its flags what the experiment changes. "
-            "Seeds and times: `study.json`.", "",
+            "Each run trains into `--results-dir RESULTS/study/<key>/seed<S>`, then runs `python problemN/evaluate.py "
+            "--data-dir D --results-dir R`; the command shown is the first seed's (others add `--seed S`), its flags "
+            "what the experiment changes. Seeds and times: `study.json`.", "",
             *markdown_table(["key", "training command"], rows), ""]
 
 
@@ -77,18 +82,16 @@ def _p2(study: dict) -> list[str]:
             *results_table(study, "problem2", keys, more), ""]
 
 
-def _mean(stat: dict) -> str:
-    """``mean ± std``, or the mean alone for one run (the table's run count says so)."""
-    return fmt(stat["mean"]) if stat["n"] < 2 else f"{fmt(stat['mean'])} ± {fmt(stat['std'])}"
-
-
 def _selection(study: dict) -> list[str]:
     """Every experiment's compared metrics at the selected checkpoint and at the last epoch, over the runs whose
     training log the study read (a carried run keeps only its numbers); nothing before any such run."""
     keys = [k for k, e in study["experiments"].items() if (e.get("last_epoch") or {}).get("seeds")]
     if not keys:
         return []
-    lines = [f"### {APPENDIX['selection']}", "", "Runs with training logs, at both checkpoints.", ""]
+    # Means only: the table is read for the order of the experiments at each checkpoint; the spread and each run's
+    # values are in study.json (``experiments.<key>.last_epoch``), and with five seeds "± std" would add ~150 words.
+    lines = [f"### {APPENDIX['selection']}", "", "Means over the runs with training logs (`runs`); each run's values "
+             "are in `study.json`.", ""]
     for problem in ("problem1", "problem2"):
         mine = [k for k in keys if study["experiments"][k]["problem"] == problem]
         if not mine:
@@ -96,7 +99,8 @@ def _selection(study: dict) -> list[str]:
         metrics = [m for m in study["experiments"][mine[0]]["last_epoch"] if m != "seeds"]
         h = {x["key"]: x["label"] for x in study["headline"][problem]}
         rows = [[exp_cell(study, k), str(len(study["experiments"][k]["last_epoch"]["seeds"])),
-                 *(_mean(study["experiments"][k]["last_epoch"][m][w]) for m in metrics for w in ("selected", "last"))]
+                 *(fmt(study["experiments"][k]["last_epoch"][m][w]["mean"]) for m in metrics
+                   for w in ("selected", "last"))]
                 for k in mine]
         lines += [*markdown_table(["experiment", "runs", *(f"{h[m]} {w}" for m in metrics
                                                            for w in ("selected", "last"))], rows), ""]

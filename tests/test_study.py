@@ -613,6 +613,11 @@ def test_quick_study_writes_a_consistent_report(quick_study):
         assert stat["std"] == (pytest.approx(float(np.std(values, ddof=1))) if len(values) > 1 else None)
     assert check_report_consistency(report, study) > 100
     assert "## Summary" in report and "`--head-dilation 3` widens the windows" in report
+    # the legend's commands: what each experiment changes, without the folder every run names for itself
+    legend = [line for line in report.split("### Experiments\n")[1].split("\n### ")[0].splitlines()
+              if line.startswith("| `")]
+    assert len(legend) == len(study["experiments"]) and not any("--results-dir" in line for line in legend)
+    assert any("| `python problem1/train.py --epochs 1 --head-dilation 3 " in line for line in legend)
     assert "`p1-cosine` †" in report and "`p1-cosine` has 1 of 2 seeds: fewer seeds planned" in report
     assert any(c["a"] == "p1-cosine" and c["verdict"] == NOT_TESTED for c in study["comparisons"])
     assert any(c["a"] == "p1-dilation3" and c["verdict"] != NOT_TESTED for c in study["comparisons"])
