@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a file: the repository root is this file
     sys.path[0] = str(Path(__file__).resolve().parent)
 
 from common.cli import command_line, require_output_dir  # noqa: E402
-from common.data import load_json  # noqa: E402
+from common.data import ensure_data, load_json  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
 from common.lock import FolderLock  # noqa: E402
 from common.machine import machine_info  # noqa: E402
@@ -62,6 +62,7 @@ from experiments.registry import (  # noqa: E402
 )
 from experiments.report import write_report  # noqa: E402
 from experiments.runner import (  # noqa: E402
+    FINISHED,
     is_carried,
     precision_conflicts,
     remove_stale_temps,
@@ -74,6 +75,8 @@ from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, run_study_sl
 # Seeds per experiment. Problem 2 has five: its runs are cheap (6-40 min on a 2-core CPU) and at three seeds Welch's
 # test has 2-4 degrees of freedom; problem 1's runs take an hour or more on a CPU, so three.
 SEEDS, QUICK_SEEDS = {"problem1": 3, "problem2": 5}, 2
+DEFAULT_DATA_DIR = "./datasets"  # both problems' default --data-dir, where the reference data is generated if missing
+DATASETS = {"problem1": "detection", "problem2": "keypoints"}
 QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
 QUICK_EPOCHS = (1, 2)  # problem 1 / problem 2 epochs per run in --quick
 
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.executor == "slurm":
         set_remote()  # the runs train on the cluster's nodes, whose devices this machine may not have
     device = pick_device(args.device if args.executor == "local" else "auto")  # slurm: this host, for the record
-    data_dir = str(results / "quick_data") if args.quick else (args.data_dir or "./datasets")
+    data_dir = str(results / "quick_data") if args.quick else (args.data_dir or DEFAULT_DATA_DIR)
     settings = Settings(results, data_dir, args.device, args.amp, args.quick,
                         args.quick_epochs[0] if args.quick else None, args.quick_epochs[1] if args.quick else None)
     registry = build_registry(settings.p1_epochs, settings.p2_epochs)
@@ -342,6 +345,12 @@ def _work(args, results: Path, data_dir: str, device, command: str, seeds: dict,
                             "(--only, --experiments)")
         if args.quick:
             ensure_quick_data(Path(data_dir), *args.quick_images)
+        elif any(run_state(r) != FINISHED for r in runs):
+            # Once, before any run starts: runs in worker processes (--jobs) or Slurm jobs that each found no data
+            # would generate it into one folder at the same time, and read each other's half-written files.
+            default = Path(data_dir).resolve() == Path(DEFAULT_DATA_DIR).resolve()
+            for dataset in sorted({DATASETS[r.problem] for r in runs}):
+                ensure_data(data_dir, is_default=default, dataset=dataset)
         if args.executor == "slurm":
             options = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_cpus_per_task,
                                    args.slurm_gpus_per_task, wait=not args.no_wait)

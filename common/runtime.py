@@ -19,9 +19,11 @@ def set_seed(seed: int) -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` prefers cuda > mps > cpu; an explicit name must exist here, else a one-line error."""
+    """``auto`` prefers cuda > mps > cpu; an explicit name must exist here, else a one-line error. On CUDA, fp32 is
+    then exact (:func:`exact_fp32_on_cuda`)."""
     if name == "auto":
         if torch.cuda.is_available():
+            exact_fp32_on_cuda()
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
@@ -38,7 +40,23 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name}: MPS is not available on this machine")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"--device: unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        exact_fp32_on_cuda()
     return dev
+
+
+def exact_fp32_on_cuda() -> None:
+    """Make fp32 on CUDA IEEE fp32. PyTorch lets cuDNN run fp32 convolutions in TF32 (a 10-bit mantissa) on Ampere and
+    later GPUs by default: a run recorded as fp32 would then compute something else than on a CPU, and an experiment
+    could mix the two under one precision. bf16 runs are unaffected (their convolutions run in bf16 under autocast).
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; mixing in the old flags is an error
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def rng_state() -> dict:

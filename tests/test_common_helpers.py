@@ -110,3 +110,18 @@ def test_a_closed_output_pipe_ends_a_script_quietly():
                        timeout=120)
     assert r.stdout == "x" * 99 + "\n"
     assert (r.returncode, r.stderr) == (141, "")
+
+
+def test_fp32_on_cuda_is_ieee_fp32_not_tf32():
+    """cuDNN's default lets fp32 convolutions run in TF32 on Ampere and later: a CUDA run recorded as fp32 must not."""
+    import torch
+
+    from common.runtime import exact_fp32_on_cuda
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        exact_fp32_on_cuda()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before

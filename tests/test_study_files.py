@@ -272,3 +272,24 @@ def test_runs_trained_elsewhere_are_judged_by_their_own_record(tmp_path):
     finally:
         runner.set_remote(False)
 
+
+
+def test_the_study_makes_the_data_once_before_any_run_starts(tmp_path, monkeypatch):
+    """Runs in --jobs workers (or Slurm jobs) that each found no data would generate it into one folder at the same
+    time: the study makes it first, in its own process, for each problem it trains."""
+    import study
+
+    calls = []
+
+    def ensure_data(data_dir, is_default, dataset):
+        calls.append((str(data_dir), is_default, dataset))
+        if len(calls) == 2:
+            raise UserError("stop before training")
+
+    monkeypatch.setattr(study, "ensure_data", ensure_data)
+    monkeypatch.setattr(study, "run_study_parallel", lambda *a: pytest.fail("a run started before the data existed"))
+    data = str(tmp_path / "data")
+    argv = ["--experiments", "p1-spec", "p2-heatmap", "--seeds", "1", "--jobs", "2", "--no-bench",
+            "--results-dir", str(tmp_path / "res"), "--data-dir", data]
+    assert run_main(study.main, argv) == 2
+    assert calls == [(data, False, "detection"), (data, False, "keypoints")]
