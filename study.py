@@ -62,7 +62,6 @@ from experiments.registry import (  # noqa: E402
 )
 from experiments.report import write_report  # noqa: E402
 from experiments.runner import (  # noqa: E402
-    FINISHED,
     is_carried,
     precision_conflicts,
     remove_stale_temps,
@@ -345,12 +344,15 @@ def _work(args, results: Path, data_dir: str, device, command: str, seeds: dict,
                             "(--only, --experiments)")
         if args.quick:
             ensure_quick_data(Path(data_dir), *args.quick_images)
-        elif any(run_state(r) != FINISHED for r in runs):
+        else:
             # Once, before any run starts: runs in worker processes (--jobs) or Slurm jobs that each found no data
             # would generate it into one folder at the same time, and read each other's half-written files.
             default = Path(data_dir).resolve() == Path(DEFAULT_DATA_DIR).resolve()
             for dataset in sorted({DATASETS[r.problem] for r in runs}):
                 ensure_data(data_dir, is_default=default, dataset=dataset)
+                if not any((Path(data_dir) / name).exists() for name in (dataset, "train_annotations.json")):
+                    raise UserError(f"--data-dir {data_dir}: holds no {dataset}/ folder (nothing is generated into a "
+                                    "folder that holds other files); pass the folder that holds it")
         if args.executor == "slurm":
             options = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_cpus_per_task,
                                    args.slurm_gpus_per_task, wait=not args.no_wait)

@@ -48,7 +48,9 @@ def pick_device(name: str = "auto") -> torch.device:
 def exact_fp32_on_cuda() -> None:
     """Make fp32 on CUDA IEEE fp32. PyTorch lets cuDNN run fp32 convolutions in TF32 (a 10-bit mantissa) on Ampere and
     later GPUs by default: a run recorded as fp32 would then compute something else than on a CPU, and an experiment
-    could mix the two under one precision. bf16 runs are unaffected (their convolutions run in bf16 under autocast).
+    could mix the two under one precision. In bf16 runs only the operations autocast leaves in fp32 change.
+    Afterwards, with torch >= 2.9, nothing may read the legacy ``torch.backends.cudnn.allow_tf32`` or enter
+    ``torch.backends.cudnn.flags()``: torch raises on a mix of the two APIs (this project does neither).
     """
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; mixing in the old flags is an error

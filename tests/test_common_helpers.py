@@ -112,16 +112,21 @@ def test_a_closed_output_pipe_ends_a_script_quietly():
     assert (r.returncode, r.stderr) == (141, "")
 
 
-def test_fp32_on_cuda_is_ieee_fp32_not_tf32():
+def test_fp32_on_cuda_is_ieee_fp32_not_tf32(monkeypatch):
     """cuDNN's default lets fp32 convolutions run in TF32 on Ampere and later: a CUDA run recorded as fp32 must not."""
     import torch
 
-    from common.runtime import exact_fp32_on_cuda
+    from common.runtime import exact_fp32_on_cuda, pick_device
 
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
     before = conv.fp32_precision, matmul.fp32_precision
     try:
         exact_fp32_on_cuda()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        # and every script gets it from picking the device (asked here without touching a GPU)
+        conv.fp32_precision, matmul.fp32_precision = before
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert pick_device("auto").type == "cuda"
         assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
     finally:
         conv.fp32_precision, matmul.fp32_precision = before

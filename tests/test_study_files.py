@@ -283,6 +283,7 @@ def test_the_study_makes_the_data_once_before_any_run_starts(tmp_path, monkeypat
 
     def ensure_data(data_dir, is_default, dataset):
         calls.append((str(data_dir), is_default, dataset))
+        (Path(data_dir) / dataset).mkdir(parents=True)
         if len(calls) == 2:
             raise UserError("stop before training")
 
@@ -293,3 +294,11 @@ def test_the_study_makes_the_data_once_before_any_run_starts(tmp_path, monkeypat
             "--results-dir", str(tmp_path / "res"), "--data-dir", data]
     assert run_main(study.main, argv) == 2
     assert calls == [(data, False, "detection"), (data, False, "keypoints")]
+    # a --data-dir that holds other files: nothing is generated there, and the study stops before any run
+    monkeypatch.undo()
+    monkeypatch.setattr(study, "run_study_parallel", lambda *a: pytest.fail("a run started without data"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    argv[-1] = str(tmp_path / "other")
+    assert run_main(study.main, argv) == 2
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]

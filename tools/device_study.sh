@@ -12,11 +12,11 @@
 # with less than a minute left is skipped. A run cut short is lost (its checkpoints stay behind), the finished ones
 # are kept. What comes back is small: OUT/<part>_report, a `study.py --export` of each part, which `study.py
 # --continue-from` carries into the study where it runs (docs/reference.md, "On a lent GPU"), OUT/<part>.log, and
-# OUT/summary.txt with "step rc seconds" per step, as device_check.sh writes it (rc 124: cut at its time limit).
+# OUT/summary.txt with "step rc seconds" per step, as device_check.sh writes it (rc 124 or 137: cut at its limit).
 #
 #   python study.py --report-only --seeds-for p1-cosine=3 && python study.py --export results/carry   # where the
 #                                                                 # study runs, first: its finished runs, to carry
-#   OUT=$OUT/study bash tools/device_study.sh                     # on the GPU, after tools/device_check.sh
+#   OUT=$OUT/study bash tools/device_study.sh                     # on the GPU, a call after device_check.sh's
 #   DEVICE=cpu PARTS=p1 STUDY_ARGS="--quick --seeds 1" bash tools/device_study.sh   # the script itself, on a CPU
 set -u
 set -f  # STUDY_ARGS is split on spaces and never globbed (quotes inside it are not removed: write none)
@@ -30,7 +30,7 @@ CARRY=${CARRY:-$( [ -f results/carry/study.json ] && echo results/carry || echo 
 JOBS=${JOBS:-4}
 LIMIT=${LIMIT:-420}      # seconds of training per part at most
 DEADLINE=${DEADLINE:-560}  # seconds for the whole script
-RESERVE=${RESERVE:-90}   # seconds kept for a part's report and export
+RESERVE=${RESERVE:-120}  # seconds kept for a part's report and export, and 10 s of --kill-after per step
 STUDY_ARGS=${STUDY_ARGS:-}  # appended to each part's training and report commands (a later option wins)
 PY=${PYTHON:-python3}
 export PROGRESS=0 MPLBACKEND=Agg
@@ -41,8 +41,8 @@ step() {  # step NAME LIMIT COMMAND...: run it under its time limit, log it, rec
     local name=$1 limit=$2
     shift 2
     local t0=$SECONDS
-    # timeout signals its whole process group, so the runs' worker processes (--jobs) get SIGTERM with study.py;
-    # study.py itself gets SIGKILL 10 s later if it has not ended by then
+    # timeout signals its whole process group: the runs' worker processes (--jobs) get SIGTERM with study.py, and
+    # SIGKILL 10 s later if study.py has not ended by then (rc 137)
     timeout --kill-after=10 "$limit" "$@" >> "$OUT/${name%%_*}.log" 2>&1
     local rc=$?
     echo "$name $rc $((SECONDS - t0))" | tee -a "$OUT/summary.txt"
