@@ -93,5 +93,9 @@ def ensure_data(data_dir: str | Path, is_default: bool, dataset: str) -> None:
     if is_default or empty:
         from common.synthetic import generate
 
-        print(f"no data in {data_dir}: generating the reference datasets there (1000/200 images, seed 641)")
-        generate(data_dir)
+        # Only the missing dataset where the other is there: that one may be the user's own, never overwritten.
+        other = {"detection": "keypoints", "keypoints": "detection"}[dataset]
+        only = dataset if (data_dir / other).exists() else None
+        print(f"no {dataset} data in {data_dir}: generating the reference "
+              f"{'dataset' if only else 'datasets'} there (1000/200 images, seed 641)")
+        generate(data_dir, only=only)

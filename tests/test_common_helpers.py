@@ -63,7 +63,7 @@ def test_ensure_data_generates_only_where_it_should(tmp_path, monkeypatch):
     import common.synthetic as synthetic
 
     generated = []
-    monkeypatch.setattr(synthetic, "generate", lambda d: generated.append(d))
+    monkeypatch.setattr(synthetic, "generate", lambda d, only=None: generated.append(d if only is None else (d, only)))
     ensure_data(tmp_path / "missing", is_default=False, dataset="detection")  # missing: generate
     (tmp_path / "empty").mkdir()
     ensure_data(tmp_path / "empty", is_default=False, dataset="keypoints")  # empty: generate
@@ -75,8 +75,8 @@ def test_ensure_data_generates_only_where_it_should(tmp_path, monkeypatch):
     (other / "detection").mkdir()
     ensure_data(other, is_default=True, dataset="detection")  # the data is there
     assert len(generated) == 2
-    ensure_data(other, is_default=True, dataset="keypoints")  # the default folder lacks this dataset: generate
-    assert generated[-1] == other
+    ensure_data(other, is_default=True, dataset="keypoints")  # the default folder lacks this dataset: generate it
+    assert generated[-1] == (other, "keypoints")  # and only it: detection/ may be the user's own
     (other / "keypoints").mkdir()
     (other / "keypoints" / "train_annotations.json").write_text("{}")
     ensure_data(other / "keypoints", is_default=True, dataset="keypoints")  # the dataset folder itself
