@@ -100,3 +100,14 @@ def test_device_study_cut_short_still_reports_and_exports_and_fails(tmp_path):
     assert r.returncode != 0
     assert summary == [["p1_train", "124"], ["p1_report", "0"], ["p1_export", "0"], ["p2_train", "skipped"]]
     assert json.loads((out / "p1_report" / "study.json").read_text())["runs"] == []
+
+
+def test_device_check_keeps_within_its_deadline(tmp_path):
+    """A step that would start too close to DEADLINE is recorded as skipped (and fails the script) instead of running
+    past the device call's limit."""
+    out = tmp_path / "device"
+    env = {**os.environ, "OUT": str(out), "DEADLINE": "5", "PYTHON": "false"}
+    r = subprocess.run(["bash", "tools/device_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+    summary = [line.split() for line in (out / "summary.txt").read_text().splitlines()]
+    assert r.returncode != 0 and summary == [[s, "skipped", "0"] for s in STEPS]

@@ -2,7 +2,8 @@
 # The GPU checks in one command, for a machine lent for minutes: the benchmark, full problem-1 and problem-2 runs
 # with their evaluations, and a one-GPU torchrun (nccl). Each step logs to OUT/<step>.log and appends
 # "step rc seconds" to OUT/summary.txt; a failing step does not stop the others, and each has its own time limit so
-# that one hang cannot use up the machine.
+# that one hang cannot use up the machine. The whole script keeps within DEADLINE seconds: a step that would start
+# with less than 10 s left is recorded as "skipped".
 #
 #   bash tools/device_check.sh                       # DEVICE=cuda, full runs, outputs in $OUT or results/device
 #   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 TORCHRUN_EPOCHS=1 NUM_TRAIN=8 NUM_VAL=4 BENCH_STEPS=1 BENCH_WARMUP=0 \
@@ -22,7 +23,8 @@ BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_BATCH=${BENCH_BATCH:-}  # empty: each problem's specified batch
 TORCHRUN_EPOCHS=${TORCHRUN_EPOCHS:-2}
 BENCH_PROBLEM=${BENCH_PROBLEM:-all}
-STEP_LIMIT=${STEP_LIMIT:-240}  # seconds per step
+STEP_LIMIT=${STEP_LIMIT:-240}  # seconds per step at most
+DEADLINE=${DEADLINE:-570}  # seconds for the whole script: the device tool's limit on one call is 600
 PY=${PYTHON:-python3}
 export PROGRESS=0 MPLBACKEND=Agg
 mkdir -p "$OUT"
@@ -31,8 +33,12 @@ mkdir -p "$OUT"
 step() {  # step NAME COMMAND...: run it under the time limit, log it, record its exit status and wall time
     local name=$1
     shift
-    local t0=$SECONDS
-    timeout "$STEP_LIMIT" "$@" > "$OUT/$name.log" 2>&1
+    local t0=$SECONDS left=$((DEADLINE - SECONDS))
+    if [ "$left" -lt 10 ]; then  # past the deadline: recorded as not run, which fails the script
+        echo "$name skipped 0" | tee -a "$OUT/summary.txt"
+        return
+    fi
+    timeout "$((left < STEP_LIMIT ? left : STEP_LIMIT))" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
     echo "$name $rc $((SECONDS - t0))" | tee -a "$OUT/summary.txt"
 }
