@@ -9,6 +9,12 @@
 #   DEVICE=cpu P1_EPOCHS=1 P2_EPOCHS=1 TORCHRUN_EPOCHS=1 NUM_TRAIN=8 NUM_VAL=4 BENCH_STEPS=1 BENCH_WARMUP=0 \
 #       BENCH_BATCH=4 BENCH_PROBLEM=2 bash tools/device_check.sh   # a quick check of the script itself on a CPU
 set -u
+if [ $# -gt 0 ]; then  # settings are environment variables (above); the one argument taken is --help
+    case $1 in
+        -h | --help) sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) echo "$(basename "$0"): takes no arguments, only environment variables (see --help)" >&2; exit 2 ;;
+    esac
+fi
 cd "$(dirname "$0")/.."
 
 DEVICE=${DEVICE:-cuda}

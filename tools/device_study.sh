@@ -19,6 +19,12 @@
 #   OUT=$OUT/study bash tools/device_study.sh                     # on the GPU, a call after device_check.sh's
 #   DEVICE=cpu PARTS=p1 STUDY_ARGS="--quick --seeds 1" bash tools/device_study.sh   # the script itself, on a CPU
 set -u
+if [ $# -gt 0 ]; then  # settings are environment variables (above); the one argument taken is --help
+    case $1 in
+        -h | --help) sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) echo "$(basename "$0"): takes no arguments, only environment variables (see --help)" >&2; exit 2 ;;
+    esac
+fi
 set -f  # STUDY_ARGS is split on spaces and never globbed (quotes inside it are not removed: write none)
 cd "$(dirname "$0")/.."
 

@@ -6,6 +6,12 @@
 #   C  --jobs 1 --threads-per-run 1 (one at a time, one thread: B's runs must equal these number for number)
 # Writes OUT/times.txt (wall seconds of each study) and OUT/{A,B,C}/study.json; OUT defaults to results/jobs_benchmark.
 set -u
+if [ $# -gt 0 ]; then  # settings are environment variables (above); the one argument taken is --help
+    case $1 in
+        -h | --help) sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) echo "$(basename "$0"): takes no arguments, only environment variables (see --help)" >&2; exit 2 ;;
+    esac
+fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/jobs_benchmark}
 mkdir -p "$OUT"

@@ -103,5 +103,6 @@ case ${1:-} in
     start) start ;;
     stop) stop ;;
     status) sinfo ;;
+    -h | --help) echo "usage: $0 install|start|stop|status"; sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "$0" ;;
     *) die "usage: $0 install|start|stop|status" ;;
 esac
