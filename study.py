@@ -69,7 +69,7 @@ from experiments.runner import (  # noqa: E402
     run_study,
     set_remote,
 )
-from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, run_study_slurm  # noqa: E402
+from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, require_submitit, run_study_slurm  # noqa: E402
 
 # Seeds per experiment. Problem 2 has five: its runs are cheap (6-40 min on a 2-core CPU) and at three seeds Welch's
 # test has 2-4 degrees of freedom; problem 1's runs take an hour or more on a CPU, so three.
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.executor == "slurm" and not (1 <= args.slurm_time and 1 <= args.slurm_cpus_per_task <= 1024
                                          and 0 <= args.slurm_gpus_per_task <= 64):
         raise UserError("--slurm-time and --slurm-cpus-per-task must be >= 1, --slurm-gpus-per-task >= 0")
+    if args.executor == "slurm":
+        require_submitit()  # before any work
     if args.executor == "slurm" and args.jobs > 1:
         raise UserError("--jobs is for --executor local; on Slurm every run is its own job")
     if args.no_wait and args.executor != "slurm":

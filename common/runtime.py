@@ -93,7 +93,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A checkpoint from a machine with more GPUs holds more states than this one has devices
+        # (set_rng_state_all would fail on the first missing device): restore those that exist.
+        for i, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, i)
 
 
 def tune_cpu_allocator() -> bool:

@@ -25,8 +25,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import submitit
-from submitit.helpers import Checkpointable
+# Only submitting needs submitit (submit): study.py must still run on a machine that never submits to Slurm and
+# lacks it (a lent GPU's image, which installs nothing).
+try:
+    import submitit
+    from submitit.helpers import Checkpointable
+except ModuleNotFoundError:
+    submitit = None
+    Checkpointable = object
 
 from common.data import load_json
 from common.errors import UserError
@@ -94,6 +100,11 @@ class PairJob(Checkpointable):
         return done
 
 
+def require_submitit() -> None:
+    if submitit is None:
+        raise UserError("--executor slurm needs the submitit package: pip install -r requirements.txt")
+
+
 def ready_pairs(pairs: list[PairRun], results_dir: Path) -> list[PairRun]:
     """The pairs to evaluate now: every member finished (and trained here, not carried), the pair not yet done."""
     return [p for p in pairs if all(finished_elsewhere(m) and not is_carried(m.dir) for m in p.members.values())
@@ -153,6 +164,7 @@ def submit(runs: list[Run], pairs: list[PairRun], results_dir: Path, device: str
            after: list[str]) -> dict:
     """Submit ``runs`` as one array and the pair job after it (and after the jobs ``after``); returns the updated
     record of jobs."""
+    require_submitit()
     if shutil.which("sbatch") is None:
         raise UserError("--executor slurm: sbatch is not on PATH (not a Slurm machine?)")
     record = read_jobs(results_dir)

@@ -130,3 +130,20 @@ def test_fp32_on_cuda_is_ieee_fp32_not_tf32(monkeypatch):
         assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
     finally:
         conv.fp32_precision, matmul.fp32_precision = before
+
+
+def test_resume_restores_only_the_gpus_this_machine_has(monkeypatch):
+    """A checkpoint written on a machine with more GPUs holds one CUDA RNG state per GPU there: resuming on fewer
+    restores those that exist instead of failing on the first missing device (asked without touching a GPU)."""
+    import torch
+
+    from common.runtime import rng_state, set_rng_state
+
+    state = rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((i, s.sum().item())))
+    set_rng_state(state)
+    assert restored == [(0, 0)]

@@ -302,3 +302,19 @@ def test_the_study_makes_the_data_once_before_any_run_starts(tmp_path, monkeypat
     argv[-1] = str(tmp_path / "other")
     assert run_main(study.main, argv) == 2
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
+
+
+def test_study_runs_without_submitit_and_says_slurm_needs_it(tmp_path):
+    """A lent GPU's image has no submitit and installs nothing: study.py must run there; only --executor slurm needs
+    it, and says so in one line before any work."""
+    code = ("import sys, runpy; sys.modules['submitit'] = None; sys.modules['submitit.helpers'] = None; "
+            "sys.argv = ['study.py'] + sys.argv[1:]; runpy.run_path('study.py', run_name='__main__')")
+    res = tmp_path / "res"
+    r = subprocess.run([sys.executable, "-c", code, "--list", "--only", "p1", "--results-dir", str(res)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "p1-spec/seed641" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "--executor", "slurm", "--results-dir", str(res)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == ("error: --executor slurm needs the submitit package: pip install "
+                                                      "-r requirements.txt"), r.stderr
+    assert not res.exists()
