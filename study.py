@@ -53,6 +53,7 @@ from experiments.parallel import default_threads, run_study_parallel  # noqa: E4
 from experiments.readme import check_readme, update_readme  # noqa: E402
 from experiments.registry import (  # noqa: E402
     MAX_SEEDS,
+    PROBLEMS,
     Settings,
     build_registry,
     parse_seeds_for,
@@ -74,7 +75,8 @@ from experiments.slurm import JOBS_FILE, SlurmOptions, queued_runs, require_subm
 # Seeds per experiment. Problem 2 has five: its runs are cheap (6-40 min on a 2-core CPU) and at three seeds Welch's
 # test has 2-4 degrees of freedom; problem 1's runs take an hour or more on a CPU, so three.
 SEEDS, QUICK_SEEDS = {"problem1": 3, "problem2": 5}, 2
-DEFAULT_DATA_DIR = "./datasets"  # both problems' default --data-dir, where the reference data is generated if missing
+# The default --data-dir, where the reference data is generated if missing (the same in both problems' configs)
+DEFAULT_DATA_DIR = PROBLEMS["problem1"]().data_dir
 DATASETS = {"problem1": "detection", "problem2": "keypoints"}
 QUICK_IMAGES = (64, 32)  # train / val images of the quick dataset, in both detection/ and keypoints/
 QUICK_EPOCHS = (1, 2)  # problem 1 / problem 2 epochs per run in --quick
