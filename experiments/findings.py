@@ -124,8 +124,9 @@ METRIC_WORDS = {"map50": "mAP@0.5", "pck@0.05": "PCK@0.05", "pck@0.2": "PCK@0.2"
 
 
 def selection_clause(rankings: dict | None) -> str:
-    """The rankings of :func:`selection_rankings` as a clause naming what was ranked: the same order, or how it
-    changes (an order of means, described, not a verdict)."""
+    """The rankings of :func:`selection_rankings` as a clause naming what was ranked: the same order, or which
+    experiment passes which at the last epoch (an order of means, described, not a verdict; the pairs that swap are
+    shorter to read than two whole orders)."""
     if not rankings:
         return ""
     runs = next(iter(rankings.values()))["runs"]
@@ -133,13 +134,17 @@ def selection_clause(rankings: dict | None) -> str:
     counts = sorted(set(runs.values()))
     head = (f"; at the last epoch instead of the selected checkpoint ({'/'.join(map(str, counts))} runs each), "
             f"{names}")
-    changed = [m for m, r in rankings.items() if r["selected"] != r["last"]]
+
+    def passes(r: dict) -> list[str]:
+        last, sel = r["last"], r["selected"]
+        return [f"`{x}` passes `{y}`" for i, x in enumerate(last) for y in last[i + 1:]
+                if sel.index(x) > sel.index(y)]
+
+    changed = {m: passes(r) for m, r in rankings.items() if r["selected"] != r["last"]}
     if not changed:
         return f"{head} keep their order"
-    arrow = lambda ks: " > ".join(f"`{k}`" for k in ks)  # noqa: E731
-    return head + " change order: " + "; ".join(
-        f"at {METRIC_WORDS.get(m, m)} {arrow(rankings[m]['selected'])} becomes {arrow(rankings[m]['last'])}"
-        for m in changed)
+    return head + " change order: " + "; ".join(f"at {METRIC_WORDS.get(m, m)} {', '.join(p)}"
+                                                for m, p in changed.items())
 
 
 # --- problem 1 -------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The appendix of ``REPORT.md``: what the body leaves out so that the answers stay readable. The experiments'
-legend (each key, what it changes, its command and time), every experiment's full metric table, the false positives
-by cause, where the hands land for every regression variant, the data, the benchmarks and the machines."""
+legend (each key, what it changes, its command and time), every experiment's full metric table (with its metrics at
+the last epoch beside the selected checkpoint), the false positives by cause, where the hands land for every
+regression variant, the data, the benchmarks and the machines."""
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ from problem1.config import CLASS_NAMES, FEATURE_MAP_SIZES
 
 APPENDIX = {"legend": "Experiments", "p1": "Problem 1: more metrics", "fp": "False positives by cause",
             "p2": "Problem 2: more metrics", "data": "Data", "performance": "Performance",
-            "machines": "Machines and training times", "selection": "Selected checkpoint against the last epoch"}
+            "machines": "Machines and training times"}
 
 
 def machine_name(m: dict | None) -> str:
@@ -40,14 +41,42 @@ def _legend(study: dict) -> list[str]:
             *markdown_table(["key", "training command"], rows), ""]
 
 
-def _p1(study: dict) -> list[str]:
-    keys = [k for k, e in study["experiments"].items() if e["problem"] == "problem1"]
+def _selection_columns(study: dict, problem: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The compared metrics at the selected checkpoint and at the last epoch, as columns of ``problem``'s more-metrics
+    table: means over the runs whose training log the study read (a carried run keeps only its numbers), that number
+    of runs first; no columns before any such run."""
+    keys = [k for k, e in study["experiments"].items()
+            if e["problem"] == problem and (e.get("last_epoch") or {}).get("seeds")]
+    if not keys:
+        return [], {}
+    # Means only: the columns are read for the order of the experiments at each checkpoint; the spread and each run's
+    # values are in study.json (``experiments.<key>.last_epoch``), and with five seeds "± std" would add ~150 words.
+    metrics = [m for m in study["experiments"][keys[0]]["last_epoch"] if m != "seeds"]
+    h = {x["key"]: x["label"] for x in study["headline"][problem]}
+    header = ["logged runs", *(f"{h[m]} {w}" for m in metrics for w in ("selected", "last"))]
+    return header, {k: [str(len(study["experiments"][k]["last_epoch"]["seeds"])),
+                        *(fmt(study["experiments"][k]["last_epoch"][m][w]["mean"]) for m in metrics
+                          for w in ("selected", "last"))] for k in keys}
+
+
+SELECTION_NOTE = ("*selected*/*last*: means over the `logged runs` (those whose training log the study read) at the "
+                  "specification's checkpoint (lowest validation loss) and at the last epoch.")
+
+
+def _more_metrics(study: dict, problem: str, title: str, intro: str, more: Sequence[str]) -> list[str]:
+    keys = [k for k, e in study["experiments"].items() if e["problem"] == problem]
     if not keys:
         return []
+    columns = _selection_columns(study, problem)
+    return [f"### {title}", "", intro + (" " + SELECTION_NOTE if columns[0] else ""), "",
+            *results_table(study, problem, keys, more, columns=columns), ""]
+
+
+def _p1(study: dict) -> list[str]:
     # The false positives over seeds are in study.json; the body shows the squares', this appendix their causes.
     more = ["map50_hidden_ignored", *(f"ap50_95_{c}" for c in CLASS_NAMES), "best_epoch"]
-    return [f"### {APPENDIX['p1']}", "", "\"hidden ignored\": objects less than 10% visible count as neither found nor "
-            "missed.", "", *results_table(study, "problem1", keys, more), ""]
+    return _more_metrics(study, "problem1", APPENDIX["p1"], "\"hidden ignored\": objects less than 10% visible count "
+                         "as neither found nor missed.", more)
 
 
 def _false_positives(study: dict, keys: Sequence[str] = ("p1-spec", "p1-dilation3")) -> list[str]:
@@ -71,41 +100,11 @@ def _false_positives(study: dict, keys: Sequence[str] = ("p1-spec", "p1-dilation
 
 
 def _p2(study: dict) -> list[str]:
-    keys = [k for k, e in study["experiments"].items() if e["problem"] == "problem2"]
-    if not keys:
-        return []
     # PCK@0.05, PCK@0.2 and the mean error are in the body's tables, the methods' PCK curves in the overview figure;
     # every other number is in study.json.
-    more = ["hands_pck@0.05", "best_epoch"]
-    return [f"### {APPENDIX['p2']}", "",
-            "Further metrics (PCK@0.1 and 0.15, AUC, per-keypoint and hand-swap-invariant PCK, spread, hand placement) "
-            "are in `study.json`.", "",
-            *results_table(study, "problem2", keys, more), ""]
-
-
-def _selection(study: dict) -> list[str]:
-    """Every experiment's compared metrics at the selected checkpoint and at the last epoch, over the runs whose
-    training log the study read (a carried run keeps only its numbers); nothing before any such run."""
-    keys = [k for k, e in study["experiments"].items() if (e.get("last_epoch") or {}).get("seeds")]
-    if not keys:
-        return []
-    # Means only: the table is read for the order of the experiments at each checkpoint; the spread and each run's
-    # values are in study.json (``experiments.<key>.last_epoch``), and with five seeds "± std" would add ~150 words.
-    lines = [f"### {APPENDIX['selection']}", "", "Means over the runs with training logs (`runs`); each run's values "
-             "are in `study.json`.", ""]
-    for problem in ("problem1", "problem2"):
-        mine = [k for k in keys if study["experiments"][k]["problem"] == problem]
-        if not mine:
-            continue
-        metrics = [m for m in study["experiments"][mine[0]]["last_epoch"] if m != "seeds"]
-        h = {x["key"]: x["label"] for x in study["headline"][problem]}
-        rows = [[exp_cell(study, k), str(len(study["experiments"][k]["last_epoch"]["seeds"])),
-                 *(fmt(study["experiments"][k]["last_epoch"][m][w]["mean"]) for m in metrics
-                   for w in ("selected", "last"))]
-                for k in mine]
-        lines += [*markdown_table(["experiment", "runs", *(f"{h[m]} {w}" for m in metrics
-                                                           for w in ("selected", "last"))], rows), ""]
-    return lines
+    return _more_metrics(study, "problem2", APPENDIX["p2"], "Further metrics (PCK@0.1 and 0.15, AUC, per-keypoint and "
+                         "hand-swap-invariant PCK, spread, hand placement) are in `study.json`.",
+                         ["hands_pck@0.05", "best_epoch"])
 
 
 def _data(study: dict, results_dir: Path) -> list[str]:
@@ -175,4 +174,4 @@ def _machines(study: dict) -> list[str]:
 
 def appendix_sections(study: dict, results_dir: Path) -> list[str]:
     return ["## Appendix", "", *_legend(study), *_p1(study), *_false_positives(study), *_p2(study),
-            *_selection(study), *_data(study, results_dir), *performance_section(study), *_machines(study)]
+            *_data(study, results_dir), *performance_section(study), *_machines(study)]

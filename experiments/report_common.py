@@ -10,7 +10,7 @@ by its key, and the appendix's legend says what each key is.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.report import fmt, markdown_table
@@ -90,13 +90,17 @@ def fewer_seeds_note(study: dict, keys: Sequence[str]) -> list[str]:
 
 
 def results_table(study: dict, problem: str, keys: Sequence[str], metrics: Sequence[str],
-                  extra: Sequence[Sequence[str]] = ()) -> list[str]:
-    """One row per experiment, one "mean ± std" column per headline metric (then the ``extra`` rows)."""
+                  extra: Sequence[Sequence[str]] = (),
+                  columns: tuple[Sequence[str], Mapping[str, Sequence[str]]] = ((), {})) -> list[str]:
+    """One row per experiment, one "mean ± std" column per headline metric, then the ``columns`` (their headers and
+    each experiment's cells); then the ``extra`` rows."""
     h = headline(study, problem)
     ran = _ran(study, keys)
-    rows = [[exp_cell(study, k), *(cell(study, k, m) for m in metrics)] for k in ran] + [list(r) for r in extra]
-    return [*markdown_table(["experiment", *(h[m]["label"] for m in metrics)], rows), *fewer_seeds_note(study, ran),
-            *not_run_note(study, keys)]
+    more_header, more_cells = columns
+    rows = [[exp_cell(study, k), *(cell(study, k, m) for m in metrics), *more_cells.get(k, [""] * len(more_header))]
+            for k in ran] + [list(r) for r in extra]
+    return [*markdown_table(["experiment", *(h[m]["label"] for m in metrics), *more_header], rows),
+            *fewer_seeds_note(study, ran), *not_run_note(study, keys)]
 
 
 def verdict_cell(c: dict | None) -> str:

@@ -316,7 +316,9 @@ def test_selection_clause_says_whether_the_last_epoch_keeps_the_order():
                                            "order")
     swapped = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"], "runs": runs},
                "pck@0.2": {"selected": ["a", "b"], "last": ["b", "a"], "runs": runs}}
-    assert selection_clause(swapped).endswith("change order: at PCK@0.2 `a` > `b` becomes `b` > `a`")
+    assert selection_clause(swapped).endswith("change order: at PCK@0.2 `b` passes `a`")
+    three = {"pck@0.05": {"selected": ["a", "b", "c"], "last": ["c", "a", "b"], "runs": {"a": 2, "b": 2, "c": 2}}}
+    assert selection_clause(three).endswith("`a`, `b`, `c` change order: at PCK@0.05 `c` passes `a`, `c` passes `b`")
     assert selection_clause(None) == ""
     study = {"experiments": {k: {"last_epoch": {"seeds": seeds, "m": {"selected": {"mean": s}, "last": {"mean": la}}}}
                              for k, seeds, s, la in (("a", [1, 2], 0.9, 0.5), ("b", [1, 2], 0.8, 0.6),
@@ -655,7 +657,10 @@ def test_quick_study_writes_a_consistent_report(quick_study):
         "the highest mean mAP@0.5 is `" in under["sentence"]
     p2 = numbers["Does direct regression lose?"]["ranking_selected_vs_last_epoch"]["pck@0.05"]
     assert sorted(p2["last"]) == sorted(p2["selected"]) == ["p2-heatmap", "p2-regression"]
-    assert "### Selected checkpoint against the last epoch" in report
+    # each problem's more-metrics table carries both checkpoints' means, over the logged runs
+    for title, label in (("Problem 1: more metrics", "mAP@0.5"), ("Problem 2: more metrics", "PCK@0.05")):
+        section = report.split(f"### {title}\n")[1].split("\n### ")[0]
+        assert f"| logged runs | {label} selected | {label} last |" in section, title
     assert "at the last epoch instead of the selected checkpoint (2 runs each), `p1-" in report
     [bench] = study["benches"]
     assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
