@@ -32,24 +32,29 @@ def _median(values) -> float | None:
 
 
 def _run_times(study: dict) -> list[str]:
-    """Training time of one run of each headline experiment: the medians over its finished runs, by machine."""
+    """Training time of one run of each headline experiment: the medians over its finished runs, by machine (a
+    letter in the table, named once below it: a machine's name is nine words, and every row would repeat one)."""
     keys = [*members(study, P1_FAMILY), *members(study, P2_FAMILY)]
     groups: dict[tuple, list[dict]] = {}
     for r in study["runs"]:
         if r["experiment"] in keys:
             key = (r["experiment"], r.get("precision") or "not recorded", machine_name(r.get("machine")))
             groups.setdefault(key, []).append(r["time"])
-    rows = []
-    for (key, precision, machine), ts in sorted(groups.items(), key=lambda g: keys.index(g[0][0])):
-        epoch, run = _median(t.get("s_per_epoch") for t in ts), _median(t.get("train_s") for t in ts)
-        rows.append([f"`{key}`", precision, machine, len(ts), "n/a" if epoch is None else f"{epoch:.1f} s",
-                     "n/a" if run is None else format_duration(run)])
-    if not rows:
+    if not groups:
         return []
+    by_key = sorted(groups.items(), key=lambda g: keys.index(g[0][0]))
+    letters = {m: chr(ord("A") + i) for i, m in enumerate(dict.fromkeys(k[2] for k, _ in by_key))}
+    ordered = sorted(by_key, key=lambda g: (keys.index(g[0][0]), letters[g[0][2]]))
+    rows = []
+    for (key, precision, machine), ts in ordered:
+        epoch, run = _median(t.get("s_per_epoch") for t in ts), _median(t.get("train_s") for t in ts)
+        rows.append([f"`{key}`", precision, letters[machine], len(ts), "n/a" if epoch is None else f"{epoch:.1f} s",
+                     "n/a" if run is None else format_duration(run)])
     return ["Training time of one run (median over its finished seeds; validation after every epoch included). "
             "A plain `python problem2/train.py` trains the heatmap and the regression run one after the other: "
             "the sum of their two rows.", "",
-            *markdown_table(["experiment", "precision", "machine", "runs", "median epoch", "median run"], rows)]
+            *markdown_table(["experiment", "precision", "machine", "runs", "median epoch", "median run"], rows), "",
+            "Machines: " + "; ".join(f"{letter}: {m}" for m, letter in letters.items()) + "."]
 
 
 def _on_paper(study: dict) -> list[str]:

@@ -13,7 +13,7 @@ from experiments.figures import FIGURES
 from experiments.progress import format_duration
 from experiments.registry import seeds_per_problem, study_seeds
 from experiments.report_appendix import APPENDIX, appendix_sections
-from experiments.report_common import anchor, figure
+from experiments.report_common import anchor, figure, nominal_seeds
 from experiments.report_problem1 import problem1_sections
 from experiments.report_problem2 import problem2_sections
 
@@ -44,6 +44,12 @@ def _fewer_seeds(study: dict) -> str:
             f"training (from {len(times)} finished runs), {verdict}.")
 
 
+def _short_cells(study: dict) -> str:
+    """How a cell over fewer seeds than its problem's reads, said only when the study has one."""
+    short = any(0 < e["n"] < nominal_seeds(study, e["problem"]) for e in study["experiments"].values())
+    return "; a cell over fewer seeds says so (`n=1`) and † marks its row" if short else ""
+
+
 def _intro(study: dict) -> list[str]:
     meta, t = study["meta"], study["time"]
     seeds = seeds_per_problem(meta["seeds"])
@@ -62,7 +68,7 @@ def _intro(study: dict) -> list[str]:
               f"{carried}, {format_duration(t['train_s'])} of training.", "",
               f"**Reading the numbers.** {trained} (641 is the specification's), each run scored at its "
               f"best-validation-loss checkpoint. A cell is the mean ± sample standard deviation over "
-              f"the seeds; a cell over fewer seeds says so (`n=1`) and † marks its row.{_fewer_seeds(study)} "
+              f"the seeds{_short_cells(study)}.{_fewer_seeds(study)} "
               f"Experiments go by key ([legend]({anchor(APPENDIX['legend'])})). **The rule**: "
               f"{meta['difference_rule']}. Every \"higher\"/\"lower\" and \"raises\"/\"lowers\" is its verdict.", ""]
     return lines

@@ -113,11 +113,22 @@ def verdict_cell(c: dict | None) -> str:
     return f"{c['diff']:+.3f}, {v}"
 
 
+def _against(study: dict, key: str, reference: str, metric: str) -> str:
+    """``key``'s verdict cell against ``reference``, or against the experiment its family compares it with (e.g. the
+    dilated head with the cosine schedule against the dilated head), named, so that no row is left blank."""
+    c = comparison(study, key, reference, metric)
+    if c is not None:
+        return verdict_cell(c)
+    own = next((c for c in study["comparisons"] if c["a"] == key and c["metric"] == metric), None)
+    return f"vs `{own['b']}`: {verdict_cell(own)}" if own is not None else ""
+
+
 def verdict_table(study: dict, keys: Sequence[str], reference: str, metrics: Sequence[str],
                   extra: Sequence[str] = (), extra_rows: Sequence[Sequence[str]] = ()) -> list[str]:
     """One row per experiment against ``reference``: for each of ``metrics`` its "mean ± std" and the rule's
-    verdict against the reference (blank on the reference's row); then the ``extra`` metrics' cells. ``extra_rows``
-    (full rows, e.g. a bound) follow the experiments."""
+    verdict against the reference (blank on the reference's row; a row the study compares with another experiment
+    instead shows that comparison, naming it); then the ``extra`` metrics' cells. ``extra_rows`` (full rows, e.g. a
+    bound) follow the experiments."""
     keys = [k for k in keys if k in study["experiments"]]
     if not keys:
         return []
@@ -130,8 +141,7 @@ def verdict_table(study: dict, keys: Sequence[str], reference: str, metrics: Seq
     for k in _ran(study, keys):
         row = [exp_cell(study, k)]
         for m in metrics:
-            row += [cell(study, k, m), "(reference)" if k == reference else verdict_cell(comparison(study, k,
-                                                                                                      reference, m))]
+            row += [cell(study, k, m), "(reference)" if k == reference else _against(study, k, reference, m)]
         rows.append(row + [cell(study, k, m) for m in extra])
     return [*markdown_table(header, [*rows, *(list(r) for r in extra_rows)]), *fewer_seeds_note(study, keys),
             *not_run_note(study, keys)]

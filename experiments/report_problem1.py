@@ -19,10 +19,10 @@ N_SCALES = len(FEATURE_MAP_SIZES)
 
 def _results(study: dict, keys: list[str]) -> list[str]:
     spec = next((r["config"] for r in study["runs"] if r["experiment"] == "p1-spec"), None)
+    # the anchors' sizes are in the next section's table, beside what each scale finds
     method = ("A single-shot detector with the specified 4-block backbone and one head per scale, on feature maps "
-              + ", ".join(f"{h}x{w}" for h, w in FEATURE_MAP_SIZES) + " with square anchors "
-              + " / ".join(str(list(s)) for s in ANCHOR_SCALES) + " px; validation AP@0.5 with COCO's 101-point "
-              "interpolation after class-wise NMS.")
+              + ", ".join(f"{h}x{w}" for h, w in FEATURE_MAP_SIZES) + f" with {len(ANCHOR_SCALES[0])} square anchors "
+              "per position; validation AP@0.5 with COCO's 101-point interpolation after class-wise NMS.")
     if spec:
         method += (f" Training: SGD lr {spec['lr']:g}, momentum {spec['momentum']:g}, batch {spec['batch_size']}, "
                    f"{spec['epochs']} epochs unless an experiment changes them.")
@@ -60,16 +60,16 @@ def _receptive_field(study: dict, results_dir: Path, keys: list[str]) -> list[st
         run = first_run(study, k)
         if run is None or not run.get("details"):
             continue
+        # square AP is the results table's, just above: this table sets the window beside the false squares
         rows.append([f"`{k}`", "/".join(str(x) for x in run["details"]["receptive_fields"]),
-                     cell(study, k, "ap50_square"), cell(study, k, "false_positives_square")])
+                     cell(study, k, "false_positives_square")])
     if not rows:
         return []
     return [f"### {SECTIONS['p1-squares']}", "", "",
             "The network has only 3x3 convolutions, so one prediction of each scale sees a bounded window of the "
             "image (computed from the model by `MultiScaleDetector.receptive_fields()`); dilating each head's 3x3 "
             f"conv widens it. Per-class false positives by cause and scale: [appendix]({anchor(APPENDIX['fp'])}).", "",
-            *markdown_table(["experiment", "window per scale (px)", "AP@0.5 square", "false squares, score >= 0.5"],
-                            rows), "",
+            *markdown_table(["experiment", "window per scale (px)", "false squares, score >= 0.5"], rows), "",
             *figure(results_dir, FIGURES["p1_receptive_field"], "Receptive field per scale over a typical square")]
 
 

@@ -35,7 +35,7 @@ from experiments.export import linked_figures, shrink_png
 from experiments.figures import panel_sources, report_run_figures
 from experiments.findings import build_findings, change, selection_clause, selection_rankings
 from experiments.progress import estimate, format_eta, makespan
-from experiments.readme import BEGIN, END, current_block, readme_block, update_readme
+from experiments.readme import BEGIN, END, _run_times, current_block, readme_block, update_readme
 from experiments.registry import (
     Settings,
     build_registry,
@@ -316,9 +316,11 @@ def test_selection_clause_says_whether_the_last_epoch_keeps_the_order():
                                            "order")
     swapped = {"pck@0.05": {"selected": ["a", "b"], "last": ["a", "b"], "runs": runs},
                "pck@0.2": {"selected": ["a", "b"], "last": ["b", "a"], "runs": runs}}
-    assert selection_clause(swapped).endswith("change order: at PCK@0.2 `b` passes `a`")
+    assert selection_clause(swapped).endswith("(2/3 runs each), `b` passes `a` at PCK@0.2")
     three = {"pck@0.05": {"selected": ["a", "b", "c"], "last": ["c", "a", "b"], "runs": {"a": 2, "b": 2, "c": 2}}}
-    assert selection_clause(three).endswith("`a`, `b`, `c` change order: at PCK@0.05 `c` passes `a`, `c` passes `b`")
+    assert selection_clause(three).endswith("(2 runs each), `c` passes `a`, `c` passes `b` at PCK@0.05")
+    both = {m: {"selected": ["a", "b"], "last": ["b", "a"], "runs": runs} for m in ("pck@0.05", "pck@0.2")}
+    assert selection_clause(both).endswith("`b` passes `a` at PCK@0.05; `b` passes `a` at PCK@0.2")
     assert selection_clause(None) == ""
     study = {"experiments": {k: {"last_epoch": {"seeds": seeds, "m": {"selected": {"mean": s}, "last": {"mean": la}}}}
                              for k, seeds, s, la in (("a", [1, 2], 0.9, 0.5), ("b", [1, 2], 0.8, 0.6),
@@ -442,10 +444,32 @@ def test_performance_section_has_rows_per_bench_and_names_only_recorded_machines
     text = "\n".join(performance_section({"benches": [old, new], "meta": {"quick": False}}))
     assert "| 1 | problem2 heatmap | fp32 | 32 | 45.6 | 47.9 | 180.2 |" in text
     assert "| 2 | problem2 heatmap | fp32 | 32 | 45.6 | 47.9 | 180.2 |" in text
-    assert "1: `python bench.py --json x.json` on a machine the file does not name (cpu, `x86_64`), 2 threads" in text
+    assert "1: `python bench.py --json x.json` on a machine the file does not name (cpu, `x86_64`); 2: " in text
     assert "2: `python bench.py --json x.json` on Some CPU (family 1, model 2) (2 logical CPUs, no native bf16), " \
-           "cpu, 2 threads" in text
+           "cpu); 2 threads, 5 timed steps each." in text
+    # files measured with other settings each say theirs
+    other = {**new, "meta": {**new["meta"], "threads": 4}}
+    text = "\n".join(performance_section({"benches": [old, other], "meta": {"quick": False}}))
+    assert "(cpu, `x86_64`), 2 threads, 5 timed steps; 2: " in text and "cpu, 4 threads, 5 timed steps)." in text
     assert "Not measured" in "\n".join(performance_section({"benches": [], "meta": {"quick": False}}))
+
+
+def test_readme_run_times_name_each_machine_once_by_a_letter():
+    fast = {"cpu": "Fast CPU (family 1, model 2)", "cpu_count": 2, "device": "cpu", "native_bf16": True}
+    slow = {"cpu": "Slow CPU (family 3, model 4)", "cpu_count": 2, "device": "cpu", "native_bf16": False}
+    run = (lambda key, machine, s: {"experiment": key, "precision": "fp32", "machine": machine,
+                                     "time": {"s_per_epoch": s, "train_s": 30 * s}})
+    study = {"families": [{"key": "p1-main", "members": ["p1-spec"]}, {"key": "p2-methods", "members": ["p2-heatmap"]}],
+             "experiments": {"p1-spec": {}, "p2-heatmap": {}},
+             "runs": [run("p2-heatmap", slow, 30.0), run("p1-spec", fast, 50.0), run("p2-heatmap", fast, 20.0),
+                      run("p2-heatmap", fast, 22.0)]}
+    lines = _run_times(study)
+    rows = [line for line in lines if line.startswith("| `")]
+    # letters in the order the table first shows each machine; within an experiment, A before B
+    assert rows == ["| `p1-spec` | fp32 | A | 1 | 50.0 s | 25 min 00 s |", "| `p2-heatmap` | fp32 | A | 2 | 21.0 s | "
+                    "10 min 30 s |", "| `p2-heatmap` | fp32 | B | 1 | 30.0 s | 15 min 00 s |"]
+    assert lines[-1] == (f"Machines: A: {machine_name(fast)}; B: {machine_name(slow)}.")
+    assert _run_times({**study, "runs": []}) == []
 
 
 def test_eta_from_measured_epochs():
@@ -621,7 +645,12 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     legend = [line for line in report.split("### Experiments\n")[1].split("\n### ")[0].splitlines()
               if line.startswith("| `")]
     assert len(legend) == len(study["experiments"]) and not any("--results-dir" in line for line in legend)
-    assert any("| `python problem1/train.py --epochs 1 --head-dilation 3 " in line for line in legend)
+    assert any(line.startswith("| `p1-dilation3` | `--epochs 1 --head-dilation 3 ") for line in legend)
+    assert "python problem" not in "\n".join(legend)  # said once above the table
+    # a row compared with another experiment than the table's reference names it, instead of blank cells
+    results = report.split("### Problem 1 results\n")[1].split("\n### ")[0]
+    row = next(line for line in results.splitlines() if line.startswith("| `p1-dilation3-cosine`"))
+    assert row.count("vs `p1-dilation3`: ") == 2, row
     assert "`p1-cosine` †" in report and "`p1-cosine` has 1 of 2 seeds: fewer seeds planned" in report
     assert any(c["a"] == "p1-cosine" and c["verdict"] == NOT_TESTED for c in study["comparisons"])
     assert any(c["a"] == "p1-dilation3" and c["verdict"] != NOT_TESTED for c in study["comparisons"])
@@ -663,11 +692,12 @@ def test_quick_study_writes_a_consistent_report(quick_study):
     for title, label in (("Problem 1: more metrics", "mAP@0.5"), ("Problem 2: more metrics", "PCK@0.05")):
         section = report.split(f"### {title}\n")[1].split("\n### ")[0]
         assert f"| logged runs | {label} selected | {label} last |" in section, title
+        assert "AP@0.5 square selected" not in section  # the ranked metrics only (findings.RANKED)
     assert "at the last epoch instead of the selected checkpoint (2 runs each), `p1-" in report
     [bench] = study["benches"]
     assert bench["meta"]["steps"] == 1 and bench["meta"]["machine"]["cpu_count"] == os.cpu_count()
-    assert f"on {machine_name(bench['meta']['machine'])}, 2 threads" in report or \
-        f"on {machine_name(bench['meta']['machine'])}, 1 threads" in report
+    assert f"on {machine_name(bench['meta']['machine'])}); {bench['meta']['threads']} threads, 1 timed step each" \
+        in report
 
 
 @pytest.mark.xdist_group("quick_study")
