@@ -63,6 +63,7 @@ from experiments.registry import (  # noqa: E402
 )
 from experiments.report import write_report  # noqa: E402
 from experiments.runner import (  # noqa: E402
+    compared_experiments,
     is_carried,
     precision_conflicts,
     remove_stale_temps,
@@ -341,7 +342,7 @@ def _work(args, results: Path, data_dir: str, device, command: str, seeds: dict,
     if not args.report_only:
         for r in runs:
             run_state(r)  # a folder holding another run is an error before anything is generated or trained
-        conflicts = precision_conflicts(runs, all_runs)
+        conflicts = precision_conflicts(runs, all_runs, compared_experiments(registry.families))
         if conflicts:
             raise UserError(f"{conflicts[0]}" + (f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else "")
                             + "; pass --amp/--no-amp to match where this device allows it, or train other experiments "

@@ -13,8 +13,9 @@ A run is carried over only when all of these hold:
 3. that run's config identity (:func:`~experiments.registry.identity`) equals this study's.
 
 A carried run keeps the precision it was trained in, even where this machine would train in another (a CPU without
-native bf16, say): it is never lost. What may not happen is an experiment whose seeds mix precisions, so training a
-further seed in another precision is refused before any work (:func:`~experiments.runner.precision_conflicts`).
+native bf16, say): it is never lost. What may not happen is an experiment whose seeds mix precisions, or two
+compared experiments in different precisions, so training a run in another precision than those is refused before any
+work (:func:`~experiments.runner.precision_conflicts`).
 
 A pair evaluation is carried over when every one of its members is a carried run (its figures need the members'
 models, which a carried run does not have).

@@ -26,6 +26,7 @@ import hashlib
 import os
 import shlex
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from common.machine import run_machine
 from common.runtime import pick_device, resolve_precision
 from common.training import write_log
 from experiments.progress import StudyProgress, epoch_seconds, read_log, run_kind
-from experiments.registry import NOT_IDENTITY, PairRun, Run, identity
+from experiments.registry import NOT_IDENTITY, Family, PairRun, Run, identity
 
 TRAIN, RESUME, EVALUATE, FINISHED = "train", "resume", "evaluate", "finished"
 TIMING_FILE = "study_timing.json"  # the run's evaluation wall time, which no trainer or evaluator logs
@@ -201,21 +202,43 @@ def finished_precision(run: Run) -> str | None:
     return load_json(run.dir / "config.json").get("precision")
 
 
-def precision_conflicts(to_train: list[Run], everything: list[Run]) -> list[str]:
+def precision_conflicts(to_train: list[Run], everything: list[Run],
+                        compared: Mapping[str, Iterable[str]] | None = None) -> list[str]:
     """Runs of ``to_train`` that would be trained in another precision than the finished runs of their experiment in
-    ``everything`` (e.g. carried bf16 runs on a CPU without native bf16): an experiment's seeds must share one
-    precision, or its spread would mix precision with seed. Each entry is ``'name: why'``."""
+    ``everything`` (e.g. carried bf16 runs on a CPU without native bf16), or of an experiment it is compared with
+    (``compared``: each experiment's partners in the study's comparisons, :func:`compared_experiments`): an
+    experiment's seeds must share one precision, or its spread would mix precision with seed; and two compared
+    experiments too, or their difference would mix precision with method. Each entry is ``'name: why'``."""
     done: dict[str, set[str]] = {}
     for r in everything:
         if (p := finished_precision(r)) is not None:
             done.setdefault(r.experiment, set()).add(p)
     out = []
     for r in to_train:
-        if run_precision(r) is None:
+        mine = run_precision(r)
+        if mine is None:
             continue  # trained elsewhere: each job checks its own run on its node
-        if run_state(r) in (TRAIN, RESUME) and (other := done.get(r.experiment, set()) - {run_precision(r)}):
+        if run_state(r) not in (TRAIN, RESUME):
+            continue
+        if other := done.get(r.experiment, set()) - {mine}:
             out.append(f"{r.name}: its experiment's finished seeds were trained in {', '.join(sorted(other))}, this "
-                       f"machine would train it in {run_precision(r)}")
+                       f"machine would train it in {mine}")
+            continue
+        for partner in sorted((compared or {}).get(r.experiment, ())):
+            if other := done.get(partner, set()) - {mine}:
+                out.append(f"{r.name}: it is compared with {partner}, whose finished seeds were trained in "
+                           f"{', '.join(sorted(other))}; this machine would train it in {mine}")
+                break
+    return out
+
+
+def compared_experiments(families: Iterable[Family]) -> dict[str, set[str]]:
+    """Each experiment's partners in the families' comparisons, both ways (for :func:`precision_conflicts`)."""
+    out: dict[str, set[str]] = {}
+    for f in families:
+        for a, b in f.comparisons:
+            out.setdefault(a, set()).add(b)
+            out.setdefault(b, set()).add(a)
     return out
 
 

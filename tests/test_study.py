@@ -868,7 +868,7 @@ def test_continue_from_carries_runs_with_the_same_config_and_never_mixes_precisi
     import study
     from experiments.aggregate import collect_run
     from experiments.carry import carry_over
-    from experiments.runner import precision_conflicts, run_precision
+    from experiments.runner import compared_experiments, precision_conflicts, run_precision
 
     settings = Settings(tmp_path / "res", "data", "cpu", quick=True, p1_epochs=1, p2_epochs=1)
     _, runs, pairs = plan(settings, seeds=2, keys=["p1-spec", "p1-dilation3", "p1-cosine", "p2-regression"])
@@ -901,6 +901,14 @@ def test_continue_from_carries_runs_with_the_same_config_and_never_mixes_precisi
     # The carried run keeps its precision; a further seed of its experiment in another one is refused, others are not.
     conflicts = precision_conflicts(runs, runs)
     assert len(conflicts) == 1 and conflicts[0].startswith("p1-cosine/seed1:") and other in conflicts[0]
+    # Two compared experiments must share one precision too (their difference would mix precision with method):
+    # p1-spec is compared with p1-cosine, whose carried seed is in the other precision; p1-dilation3 is not.
+    partners = compared_experiments(build_registry(1, 1).families)
+    assert {"p1-dilation3", "p1-cosine"} <= partners["p1-spec"] and "p1-cosine" not in partners["p1-dilation3"]
+    both = precision_conflicts(runs, runs, partners)
+    assert [c.split(":")[0] for c in both] == ["p1-spec/seed1", "p1-cosine/seed1"]
+    assert both[0] == (f"p1-spec/seed1: it is compared with p1-cosine, whose finished seeds were trained in {other}; "
+                       f"this machine would train it in {run_precision(by['p1-spec', 1])}")
     argv = [*TINY, "--quick-epochs", "1", "1", "--seeds", "2", "--experiments", "p1-cosine", "--no-bench",
             "--results-dir", str(settings.results_dir)]
     assert run_main(study.main, argv) == 2  # before any work: no data generated, nothing trained
